@@ -1,0 +1,40 @@
+// swift-tools-version: 6.0
+//
+// Spindle: a fiber-style job system for Swift on Linux.
+//
+// Module layout (see ARCHITECTURE.md):
+//   CSpindle       C and assembly for what Swift cannot express: the context switch, signal and
+//                  alternate-stack glue, sanitizer fiber hooks, GNU-only libc prototypes.
+//   Spindle        the library. Depends on the toolchain only.
+//   SpindleBench   the benchmark executable (`swift run -c release spindle-bench`).
+import PackageDescription
+
+let package = Package(
+    name: "Spindle",
+    products: [
+        .library(name: "Spindle", targets: ["Spindle"]),
+        .executable(name: "spindle-bench", targets: ["SpindleBench"]),
+    ],
+    targets: [
+        .target(name: "CSpindle"),
+        .target(
+            name: "Spindle",
+            dependencies: ["CSpindle"]
+        ),
+        .executableTarget(
+            name: "SpindleBench",
+            dependencies: ["Spindle"],
+            path: "Benchmarks/SpindleBench"
+        ),
+        // Small C helpers that tests need to touch stack memory at a precise depth.
+        .target(
+            name: "CSpindleTestSupport",
+            path: "Tests/CSpindleTestSupport"
+        ),
+        .testTarget(
+            name: "SpindleTests",
+            dependencies: ["Spindle", "CSpindle", "CSpindleTestSupport"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,190 @@
+// The glue around the raw context switch: the Swift runtime's exclusivity context, sanitizer
+// fiber annotations, and the state machine of a context. docs/fibers.md explains the protocol.
+//
+// Rule for this file (../shared/FIBERS.md): C compilers cache the address of errno and
+// __thread variables across opaque calls, so no function here touches either on both sides of
+// a switch.
+
+#include "CSpindle.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SPINDLE_TSAN 1
+#endif
+#if __has_feature(address_sanitizer)
+#define SPINDLE_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define SPINDLE_TSAN 1
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define SPINDLE_ASAN 1
+#endif
+
+#if SPINDLE_TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+#if SPINDLE_ASAN
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
+                                     size_t *size_old);
+#endif
+
+// Exported by libswiftCore; what Swift Concurrency calls around every task switch. The state is
+// two machine words per context. Runtime ABI rather than public API: the test
+// "a fiber suspended inside a modify access resumes on another thread" guards against a change.
+extern void swift_task_enterThreadLocalContext(char *state);
+extern void swift_task_exitThreadLocalContext(char *state);
+
+_Noreturn void spindle_fiber_main(void *argument, spindle_fiber_t *self);
+
+static void spindle_write_stderr(const char *message) {
+  size_t length = strlen(message);
+  while (length > 0) {
+    ssize_t written = write(STDERR_FILENO, message, length);
+    if (written <= 0) return;
+    message += written;
+    length -= (size_t)written;
+  }
+}
+
+// Debug-build diagnostics (an internal invariant broke, or a fiber suspended inside an access).
+static _Noreturn void spindle_fiber_fatal(const char *message) {
+  spindle_write_stderr(message);
+  abort();
+}
+
+void spindle_fiber_init_thread(spindle_fiber_t *fiber) {
+  memset(fiber, 0, sizeof *fiber);
+  fiber->guard_slot = -1;
+  fiber->kind = SPINDLE_FIBER_KIND_THREAD;
+  fiber->state = SPINDLE_FIBER_RUNNING;
+#if SPINDLE_TSAN
+  fiber->tsan_fiber = __tsan_get_current_fiber();
+#endif
+  // Overflow reports need an alternate signal stack on every thread that runs fibers; a
+  // failure here only costs the clear message, so it is not fatal.
+  (void)spindle_thread_ensure_altstack();
+}
+
+void spindle_fiber_prepare(spindle_fiber_t *fiber, void *stack_bottom, size_t stack_size,
+                           spindle_fiber_entry_t entry, void *context) {
+#ifdef DEBUG
+  if (fiber->kind == SPINDLE_FIBER_KIND_FIBER && fiber->state != SPINDLE_FIBER_READY &&
+      fiber->state != SPINDLE_FIBER_FINISHED) {
+    spindle_fiber_fatal("Spindle internal error: preparing a fiber that is running or suspended\n");
+  }
+#endif
+#if SPINDLE_TSAN
+  // A finished fiber's TSan shadow stack still holds the frames of its last run; start afresh.
+  if (fiber->tsan_fiber != NULL) __tsan_destroy_fiber(fiber->tsan_fiber);
+  fiber->tsan_fiber = __tsan_create_fiber(0);
+#else
+  fiber->tsan_fiber = NULL;
+#endif
+  fiber->kind = SPINDLE_FIBER_KIND_FIBER;
+  fiber->state = SPINDLE_FIBER_READY;
+  fiber->exclusivity[0] = 0;
+  fiber->exclusivity[1] = 0;
+  fiber->entry = entry;
+  fiber->context = context;
+  fiber->stack_bottom = stack_bottom;
+  fiber->stack_size = stack_size;
+  fiber->asan_fake_stack = NULL;
+  fiber->asan_switched_from = NULL;
+  uintptr_t top = ((uintptr_t)stack_bottom + stack_size) & ~(uintptr_t)15;
+  fiber->sp = spindle_context_make((void *)top, fiber);
+}
+
+void spindle_fiber_destroy(spindle_fiber_t *fiber) {
+#if SPINDLE_TSAN
+  if (fiber->kind == SPINDLE_FIBER_KIND_FIBER && fiber->tsan_fiber != NULL) {
+    __tsan_destroy_fiber(fiber->tsan_fiber);
+  }
+#endif
+  fiber->tsan_fiber = NULL;
+}
+
+// Step "after the switch" (docs/fibers.md): runs on `self`'s stack once it is running again.
+static inline void spindle_fiber_did_switch_in(spindle_fiber_t *self) {
+#if SPINDLE_ASAN
+  spindle_fiber_t *from = self->asan_switched_from;
+  const void *from_bottom = NULL;
+  size_t from_size = 0;
+  __sanitizer_finish_switch_fiber(self->asan_fake_stack, &from_bottom, &from_size);
+  // A thread's native stack bounds are learned the first time it switches to a fiber.
+  if (from != NULL && from->kind == SPINDLE_FIBER_KIND_THREAD && from->stack_size == 0) {
+    from->stack_bottom = (void *)from_bottom;
+    from->stack_size = from_size;
+  }
+#endif
+  if (self->kind == SPINDLE_FIBER_KIND_FIBER) {
+    swift_task_enterThreadLocalContext((char *)self->exclusivity);
+  }
+}
+
+// Step "before the switch" (docs/fibers.md): runs on `from`'s stack while it is still current.
+static inline void spindle_fiber_will_switch(spindle_fiber_t *from, spindle_fiber_t *to,
+                                             int finishing) {
+  if (from->kind == SPINDLE_FIBER_KIND_FIBER) {
+    swift_task_exitThreadLocalContext((char *)from->exclusivity);
+#ifdef DEBUG
+    // A non-zero head after exit means this fiber still holds a dynamic exclusivity access:
+    // a wait inside an inout/modify of shared state. Its accesses would no longer be checked
+    // against other fibers on this thread, so stop here, deterministically.
+    if (from->exclusivity[0] != 0 && !(from->flags & SPINDLE_FIBER_ALLOW_ACCESS_ACROSS_SUSPEND)) {
+      spindle_fiber_fatal(
+          "Spindle: a fiber suspended while it holds an exclusive access (an inout or modify "
+          "access of a class property, global or captured variable is still open across a "
+          "wait). Finish the access before waiting: copy the value out, wait, then write it "
+          "back.\n");
+    }
+#endif
+  }
+#ifdef DEBUG
+  if (from->state != SPINDLE_FIBER_RUNNING) {
+    spindle_fiber_fatal("Spindle internal error: switching away from a context that is not running\n");
+  }
+  if (to->state != SPINDLE_FIBER_READY && to->state != SPINDLE_FIBER_SUSPENDED) {
+    spindle_fiber_fatal(
+        "Spindle internal error: switching to a context that is running or finished\n");
+  }
+#endif
+  from->state = finishing ? SPINDLE_FIBER_FINISHED : SPINDLE_FIBER_SUSPENDED;
+  to->state = SPINDLE_FIBER_RUNNING;
+#if SPINDLE_ASAN
+  to->asan_switched_from = from;
+  // NULL fake-stack save tells ASan the current fiber is finishing, so it frees its fake stack.
+  __sanitizer_start_switch_fiber(finishing ? NULL : &from->asan_fake_stack, to->stack_bottom,
+                                 to->stack_size);
+#endif
+#if SPINDLE_TSAN
+  __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+  (void)finishing;
+}
+
+void *spindle_fiber_switch(spindle_fiber_t *from, spindle_fiber_t *to, void *argument) {
+  spindle_fiber_will_switch(from, to, 0);
+  void *result = spindle_context_swap(&from->sp, to->sp, argument);
+  spindle_fiber_did_switch_in(from);
+  return result;
+}
+
+// Called by spindle_context_entry on a fresh stack (see switch.S).
+_Noreturn void spindle_fiber_main(void *argument, spindle_fiber_t *self) {
+  spindle_fiber_did_switch_in(self);
+  spindle_fiber_t *next = self->entry(self, argument);
+  spindle_fiber_will_switch(self, next, 1);
+  void *unused_sp;
+  spindle_context_swap(&unused_sp, next->sp, NULL);
+  spindle_fiber_fatal("Spindle internal error: a finished fiber was resumed\n");
+}

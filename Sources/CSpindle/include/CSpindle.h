@@ -1,0 +1,151 @@
+// CSpindle: the parts of Spindle that Swift cannot express.
+//
+//   - the context switch (switch.S) and the C glue around it that keeps the Swift runtime's
+//     exclusivity state and the sanitizers informed (fiber.c); docs/fibers.md explains both;
+//   - the fiber-stack overflow reporter: a SIGSEGV/SIGBUS handler on an alternate signal stack
+//     (overflow.c);
+//   - prototypes of GNU libc functions that Swift's Glibc module hides because it is built
+//     without _GNU_SOURCE (platform.c).
+//
+// Nothing here is public API of Spindle; the Swift module wraps every function.
+
+#ifndef CSPINDLE_H
+#define CSPINDLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Fibers (fiber.c, switch.S; see docs/fibers.md)
+
+/// What a context is: the native stack of an OS thread, or a fiber on a stack of our own.
+typedef enum spindle_fiber_kind {
+  SPINDLE_FIBER_KIND_THREAD = 0,
+  SPINDLE_FIBER_KIND_FIBER = 1,
+} spindle_fiber_kind;
+
+/// The life cycle of a context. Every transition happens in spindle_fiber_switch or
+/// spindle_fiber_prepare and is asserted there in debug builds.
+typedef enum spindle_fiber_state {
+  /// Prepared on a stack; the first switch to it calls its entry function.
+  SPINDLE_FIBER_READY = 0,
+  /// Running on some thread right now.
+  SPINDLE_FIBER_RUNNING = 1,
+  /// Switched away from; a later switch resumes it where it left off.
+  SPINDLE_FIBER_SUSPENDED = 2,
+  /// Its entry function returned; its stack may be prepared again.
+  SPINDLE_FIBER_FINISHED = 3,
+} spindle_fiber_state;
+
+/// Flag: the fiber may suspend while it holds a dynamic exclusivity access. Only tests set it
+/// (to prove that a suspended access survives migration); see docs/fibers.md.
+#define SPINDLE_FIBER_ALLOW_ACCESS_ACROSS_SUSPEND 1u
+
+typedef struct spindle_fiber spindle_fiber_t;
+
+/// The function a fiber runs. `argument` is the value passed by the switch that started the
+/// fiber. It returns the context to switch to when it is done; that final switch passes NULL.
+typedef spindle_fiber_t *_Nonnull (*spindle_fiber_entry_t)(spindle_fiber_t *_Nonnull self,
+                                                           void *_Nullable argument);
+
+/// A context control block. For a fiber it lives at the top of the fiber's own stack mapping;
+/// for a thread, wherever the thread keeps it. Field order is deliberate: the fields a switch
+/// touches come first, in one cache line.
+struct spindle_fiber {
+  /// Saved stack pointer while the context is not running.
+  void *_Nullable sp;
+  /// The Swift runtime's per-context exclusivity state (two machine words, see
+  /// swift_task_enterThreadLocalContext). Zero for a fresh fiber.
+  uintptr_t exclusivity[2];
+  uint32_t kind;   // spindle_fiber_kind
+  uint32_t state;  // spindle_fiber_state
+  uint32_t flags;  // SPINDLE_FIBER_* flags
+  /// Slot of the stack's guard region in the overflow table (-1: none).
+  int32_t guard_slot;
+  spindle_fiber_entry_t _Nullable entry;
+  /// Opaque to CSpindle: the owner's pointer (Spindle keeps its per-fiber data here).
+  void *_Nullable context;
+  /// Usable stack: lowest address and size in bytes (zero size for a thread we have not yet
+  /// learned the bounds of; only AddressSanitizer needs them).
+  void *_Nullable stack_bottom;
+  size_t stack_size;
+  /// ThreadSanitizer's fiber handle (NULL unless built with -fsanitize=thread).
+  void *_Nullable tsan_fiber;
+  /// AddressSanitizer's fake-stack handle and the context that switched to this one.
+  void *_Nullable asan_fake_stack;
+  spindle_fiber_t *_Nullable asan_switched_from;
+  /// Free to use by a pool while the context is not in use (intrusive free-list link).
+  spindle_fiber_t *_Nullable pool_next;
+  /// The whole mapping (guard region and stack) this control block lives in; NULL for a thread.
+  void *_Nullable mapping;
+  size_t mapping_size;
+  size_t guard_size;
+};
+
+/// Makes `fiber` describe the calling thread's native stack, which is running now.
+/// Also makes sure the thread has an alternate signal stack (see overflow.c).
+void spindle_fiber_init_thread(spindle_fiber_t *_Nonnull fiber);
+
+/// Prepares `fiber` to run `entry` on the stack [stack_bottom, stack_bottom + stack_size).
+/// The fiber must not be running (READY, FINISHED, or freshly zeroed memory).
+void spindle_fiber_prepare(spindle_fiber_t *_Nonnull fiber, void *_Nonnull stack_bottom,
+                           size_t stack_size, spindle_fiber_entry_t _Nonnull entry,
+                           void *_Nullable context);
+
+/// Releases sanitizer state of a fiber whose stack is about to be unmapped. The fiber must not
+/// be running.
+void spindle_fiber_destroy(spindle_fiber_t *_Nonnull fiber);
+
+/// Suspends `from` (the context running on this thread now) and runs `to` (READY or SUSPENDED),
+/// passing `argument`. Returns when some thread switches back to `from`, with the argument that
+/// switch passed. See docs/fibers.md for what is saved and why.
+void *_Nullable spindle_fiber_switch(spindle_fiber_t *_Nonnull from, spindle_fiber_t *_Nonnull to,
+                                     void *_Nullable argument);
+
+// MARK: - Raw context switch (switch.S). Use spindle_fiber_switch, which adds the runtime glue.
+
+void *_Nullable spindle_context_swap(void *_Nullable *_Nonnull save_sp, void *_Nonnull to_sp,
+                                     void *_Nullable argument);
+/// Builds the initial frame below `stack_top` (16-byte aligned) so that the first swap to the
+/// returned stack pointer calls spindle_fiber_main(argument, fiber).
+void *_Nonnull spindle_context_make(void *_Nonnull stack_top, spindle_fiber_t *_Nonnull fiber);
+
+// MARK: - Stack-overflow reporting (overflow.c)
+
+/// Records a guard region below a fiber stack of `stack_size` bytes, so that a fault in it is
+/// reported as a fiber stack overflow. Returns a slot for unregistering, or -1 if the
+/// bookkeeping memory could not be mapped (errno set).
+int spindle_overflow_register(const void *_Nonnull guard_low, size_t guard_size,
+                              size_t stack_size);
+void spindle_overflow_unregister(int slot);
+/// Installs the SIGSEGV and SIGBUS handlers (once per process; later calls are no-ops).
+/// Returns 0, or -1 with errno set.
+int spindle_overflow_install_handlers(void);
+/// Gives the calling thread an alternate signal stack if it has none. Returns 0, or -1 with
+/// errno set. Cheap after the first call on a thread.
+int spindle_thread_ensure_altstack(void);
+
+// MARK: - Platform (platform.c): GNU functions hidden from Swift's Glibc module
+
+/// sched_getaffinity(0, ...): the calling thread's allowed CPUs. 0 or -1 with errno.
+int spindle_sched_getaffinity(size_t mask_bytes, unsigned long *_Nonnull mask);
+/// sched_setaffinity(0, ...): pins the calling thread. 0 or -1 with errno.
+int spindle_sched_setaffinity(size_t mask_bytes, const unsigned long *_Nonnull mask);
+/// pthread_setname_np(pthread_self(), name). Returns 0 or an errno value (not -1).
+int spindle_thread_set_name(const char *_Nonnull name);
+/// sched_getcpu(): the CPU the calling thread runs on now, or -1 with errno.
+int spindle_sched_getcpu(void);
+/// gettid().
+pid_t spindle_gettid(void);
+/// errno of the calling thread, for C callers' results (Swift reads errno itself).
+int spindle_errno(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // CSPINDLE_H

@@ -1,0 +1,29 @@
+// GNU libc functions that Swift's Glibc module cannot see (it is built without _GNU_SOURCE).
+// Thin pass-throughs: error handling and retries live in Swift (Platform/Syscall.swift).
+
+#define _GNU_SOURCE
+#include "CSpindle.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int spindle_sched_getaffinity(size_t mask_bytes, unsigned long *mask) {
+  return sched_getaffinity(0, mask_bytes, (cpu_set_t *)mask);
+}
+
+int spindle_sched_setaffinity(size_t mask_bytes, const unsigned long *mask) {
+  return sched_setaffinity(0, mask_bytes, (const cpu_set_t *)mask);
+}
+
+int spindle_thread_set_name(const char *name) {
+  return pthread_setname_np(pthread_self(), name);
+}
+
+int spindle_sched_getcpu(void) { return sched_getcpu(); }
+
+pid_t spindle_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+int spindle_errno(void) { return errno; }

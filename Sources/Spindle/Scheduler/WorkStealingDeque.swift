@@ -1,0 +1,234 @@
+import Synchronization
+
+/// A growable Chase–Lev work-stealing deque of word-sized values.
+///
+/// D. Chase and Y. Lev, "Dynamic Circular Work-Stealing Deque", SPAA 2005, with the C11 memory
+/// orderings of N. M. Lê, A. Pop, A. Cohen and F. Zappa Nardelli, "Correct and Efficient
+/// Work-Stealing for Weak Memory Models", PPoPP 2013. docs/deque.md walks through the algorithm,
+/// each ordering, and the races it tolerates.
+///
+/// Thread-safety: one *owner* thread calls `push` and `pop` (the bottom end, LIFO); any number of
+/// threads call `steal` concurrently (the top end, FIFO). `approximateCount` is safe anywhere.
+/// Calling `push` or `pop` from two threads at once is a data race.
+///
+/// Memory: the ring doubles when full. Superseded rings stay allocated until the deque is
+/// destroyed, because a thief may still be reading one; since each ring is twice the size of the
+/// previous, the retired rings together never exceed the current one.
+///
+/// `Element` must be `BitwiseCopyable` and exactly one machine word (pointers, `Int`,
+/// `Unmanaged`), so that slots can be read and written atomically.
+public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Sendable {
+    // SAFETY: all mutable state lives in `storage` (raw memory, accessed through atomics) or in
+    // `retired`, which only the owner touches; nothing is a Swift `var` that exclusivity checks
+    // would see.
+
+    /// What a steal found.
+    public enum Steal {
+        /// The deque looked empty.
+        case empty
+        /// Another thief or the owner took the top element first; trying again may succeed.
+        case retry
+        /// The stolen element.
+        case success(Element)
+    }
+
+    /// Header layout: `top` and `bottom` on separate 128-byte blocks (adjacent-line prefetching
+    /// pairs 64-byte lines), and the ring pointer with them on the thieves' block.
+    @usableFromInline static var topOffset: Int { 0 }
+    @usableFromInline static var ringOffset: Int { 64 }
+    @usableFromInline static var bottomOffset: Int { 128 }
+    @usableFromInline static var headerSize: Int { 256 }
+
+    @usableFromInline let storage: UnsafeMutableRawPointer
+
+    /// Rings replaced by growth; freed in `deinit`. Owner-only.
+    private let retired: UnsafeMutablePointer<[UnsafeMutableRawPointer]>
+
+    /// - Parameter capacity: initial number of slots, rounded up to a power of two (at least 2).
+    public init(capacity: Int = 256) {
+        precondition(MemoryLayout<Element>.size == MemoryLayout<UInt>.size,
+                     "WorkStealingDeque holds word-sized elements; \(Element.self) is \(MemoryLayout<Element>.size) bytes")
+        precondition(capacity > 0, "WorkStealingDeque capacity must be positive (got \(capacity))")
+        storage = .allocate(byteCount: Self.headerSize, alignment: 128)
+        (storage + Self.topOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        (storage + Self.bottomOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        let ring = Ring.allocate(capacity: Swift.max(2, 1 << (Int.bitWidth - (capacity - 1).leadingZeroBitCount)))
+        (storage + Self.ringOffset).bindMemory(to: Atomic<UnsafeMutableRawPointer>.self, capacity: 1)
+            .initialize(to: Atomic(ring.raw))
+        retired = .allocate(capacity: 1)
+        retired.initialize(to: [])
+    }
+
+    deinit {
+        // No thief can hold a reference any more: every ring can go.
+        Ring(raw: ringPointer.pointee.load(ordering: .relaxed)).deallocate()
+        for raw in retired.pointee { Ring(raw: raw).deallocate() }
+        retired.deinitialize(count: 1)
+        retired.deallocate()
+        topPointer.deinitialize(count: 1)
+        bottomPointer.deinitialize(count: 1)
+        ringPointer.deinitialize(count: 1)
+        storage.deallocate()
+    }
+
+    @usableFromInline var topPointer: UnsafeMutablePointer<Atomic<Int>> {
+        (storage + Self.topOffset).assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @usableFromInline var bottomPointer: UnsafeMutablePointer<Atomic<Int>> {
+        (storage + Self.bottomOffset).assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @usableFromInline var ringPointer: UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer>> {
+        (storage + Self.ringOffset).assumingMemoryBound(to: Atomic<UnsafeMutableRawPointer>.self)
+    }
+
+    /// Pushes `element` at the bottom. Owner only.
+    ///
+    /// - Complexity: amortized O(1); O(n) when the ring doubles.
+    @inlinable
+    public func push(_ element: Element) {
+        // Relaxed: only the owner writes `bottom`.
+        let bottom = bottomPointer.pointee.load(ordering: .relaxed)
+        // Acquiring: pairs with thieves' CAS on `top`, so a slot they vacated may be reused.
+        let top = topPointer.pointee.load(ordering: .acquiring)
+        // Relaxed: only the owner replaces the ring.
+        var ring = Ring(raw: ringPointer.pointee.load(ordering: .relaxed))
+        if bottom &- top > ring.mask {
+            ring = grow(top: top, bottom: bottom)
+        }
+        // Relaxed: published by the releasing store of `bottom` below.
+        ring.slot(bottom).pointee.store(unsafeBitCast(element, to: UInt.self), ordering: .relaxed)
+        // Releasing: publishes the slot write; pairs with the acquiring load of `bottom` in
+        // `steal()` (Lê et al. use a release fence and a relaxed store; same effect).
+        bottomPointer.pointee.store(bottom &+ 1, ordering: .releasing)
+    }
+
+    /// Takes the most recently pushed element from the bottom, or nil if the deque is empty (or a
+    /// thief took the last element first). Owner only.
+    ///
+    /// - Complexity: O(1); one sequentially consistent fence, and a CAS only for the last element.
+    @inlinable
+    public func pop() -> Element? {
+        let bottom = bottomPointer.pointee.load(ordering: .relaxed) &- 1
+        let ring = Ring(raw: ringPointer.pointee.load(ordering: .relaxed))
+        // Relaxed store followed by a seq_cst fence: the reservation of slot `bottom` must be
+        // visible before we read `top`, or a thief and the owner could both take the last
+        // element (the store-load ordering only a full fence gives). Pairs with the fence in
+        // `steal()`.
+        bottomPointer.pointee.store(bottom, ordering: .relaxed)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        var top = topPointer.pointee.load(ordering: .relaxed)
+        guard top <= bottom else {
+            // Empty: undo the reservation.
+            bottomPointer.pointee.store(bottom &+ 1, ordering: .relaxed)
+            return nil
+        }
+        let word = ring.slot(bottom).pointee.load(ordering: .relaxed)
+        if top != bottom {
+            return unsafeBitCast(word, to: Element.self)  // more than one left: no race possible
+        }
+        // The last element: race the thieves for it through `top`. Sequentially consistent on
+        // success, as in Lê et al.: it orders with the thieves' CAS on the same location.
+        let won = topPointer.pointee.compareExchange(
+            expected: top, desired: top &+ 1,
+            successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed
+        ).exchanged
+        top &+= 1
+        bottomPointer.pointee.store(top, ordering: .relaxed)
+        return won ? unsafeBitCast(word, to: Element.self) : nil
+    }
+
+    /// Takes the oldest element from the top. Any thread.
+    ///
+    /// - Returns: `.success` with the element, `.empty`, or `.retry` when another thread won
+    ///   the race for the same element.
+    /// - Complexity: O(1); one sequentially consistent fence and one CAS.
+    @inlinable
+    public func steal() -> Steal {
+        // Acquiring: pairs with the CAS of other thieves and of the owner's last-element pop.
+        let top = topPointer.pointee.load(ordering: .acquiring)
+        // seq_cst fence: read `top` before `bottom`; pairs with the fence in `pop()`.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        // Acquiring: pairs with the releasing store in `push()`, making the slot visible.
+        let bottom = bottomPointer.pointee.load(ordering: .acquiring)
+        guard top < bottom else { return .empty }
+        // Acquiring: pairs with the releasing ring publication in `grow`, so the copied slots
+        // are visible (Lê et al. use consume).
+        let ring = Ring(raw: ringPointer.pointee.load(ordering: .acquiring))
+        // Relaxed: the slot may be overwritten by the owner after a wrap-around, but then `top`
+        // has moved and the CAS below fails, discarding the value read.
+        let word = ring.slot(top).pointee.load(ordering: .relaxed)
+        guard topPointer.pointee.compareExchange(
+            expected: top, desired: top &+ 1,
+            successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed
+        ).exchanged else {
+            return .retry
+        }
+        return .success(unsafeBitCast(word, to: Element.self))
+    }
+
+    /// `bottom - top` at some recent instant: exact for the owner when no thief is active,
+    /// a hint otherwise. Any thread.
+    @inlinable
+    public var approximateCount: Int {
+        let top = topPointer.pointee.load(ordering: .relaxed)
+        let bottom = bottomPointer.pointee.load(ordering: .relaxed)
+        return Swift.max(0, bottom &- top)
+    }
+
+    /// The current number of slots. Owner only (a hint elsewhere).
+    public var capacity: Int {
+        Ring(raw: ringPointer.pointee.load(ordering: .relaxed)).mask + 1
+    }
+
+    /// Doubles the ring, copying the live elements `top..<bottom`. Owner only.
+    @usableFromInline
+    func grow(top: Int, bottom: Int) -> Ring {
+        let old = Ring(raw: ringPointer.pointee.load(ordering: .relaxed))
+        let new = Ring.allocate(capacity: (old.mask + 1) * 2)
+        var index = top
+        while index != bottom {
+            new.slot(index).pointee.store(old.slot(index).pointee.load(ordering: .relaxed), ordering: .relaxed)
+            index &+= 1
+        }
+        // Releasing: publishes the copied slots to thieves' acquiring load of the ring.
+        ringPointer.pointee.store(new.raw, ordering: .releasing)
+        retired.pointee.append(old.raw)
+        return new
+    }
+
+    /// A power-of-two array of atomic words: `[mask: Int][padding][slots...]`.
+    @usableFromInline
+    struct Ring {
+        @usableFromInline static var slotsOffset: Int { 64 }
+
+        @usableFromInline let raw: UnsafeMutableRawPointer
+
+        @inlinable init(raw: UnsafeMutableRawPointer) { self.raw = raw }
+
+        static func allocate(capacity: Int) -> Ring {
+            precondition(capacity > 0 && capacity & (capacity - 1) == 0, "ring capacity must be a power of two")
+            let raw = UnsafeMutableRawPointer.allocate(
+                byteCount: slotsOffset + capacity * MemoryLayout<Atomic<UInt>>.stride, alignment: 64)
+            raw.storeBytes(of: capacity - 1, as: Int.self)
+            let slots = (raw + slotsOffset).bindMemory(to: Atomic<UInt>.self, capacity: capacity)
+            for index in 0..<capacity { (slots + index).initialize(to: Atomic(0)) }
+            return Ring(raw: raw)
+        }
+
+        func deallocate() {
+            (raw + Self.slotsOffset).assumingMemoryBound(to: Atomic<UInt>.self).deinitialize(count: mask + 1)
+            raw.deallocate()
+        }
+
+        @inlinable var mask: Int { raw.load(as: Int.self) }
+
+        @inlinable
+        func slot(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt>> {
+            (raw + Self.slotsOffset).assumingMemoryBound(to: Atomic<UInt>.self) + (index & mask)
+        }
+    }
+}
+
+extension WorkStealingDeque.Steal: Sendable where Element: Sendable {}

@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+
+/// SplitMix64: a small, seedable generator so every randomized test can print and replay its
+/// seed.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The seed for a randomized test: `SPINDLE_TEST_SEED` if set (to replay a failure), else a
+/// fixed default per test so CI runs are reproducible.
+func testSeed(default value: UInt64) -> UInt64 {
+    if let text = ProcessInfo.processInfo.environment["SPINDLE_TEST_SEED"], let seed = UInt64(text) {
+        return seed
+    }
+    return value
+}
+
+/// Runs `body` on a new OS thread and waits for it to finish.
+func onNewThread<T: Sendable>(name: String? = nil, _ body: @escaping @Sendable () -> T) -> T {
+    let done = DispatchSemaphore(value: 0)
+    let result = ResultBox<T>()
+    let thread = Thread {
+        result.value = body()
+        done.signal()
+    }
+    if let name { thread.name = name }
+    thread.start()
+    done.wait()
+    return result.value!
+}
+
+final class ResultBox<T>: @unchecked Sendable {
+    // SAFETY: written once by the worker thread before `done.signal()`, read after `wait()`.
+    var value: T?
+}
+
+/// Runs `body` on its own thread and kills the test process with a clear message if it has not
+/// finished within `seconds`, so that a hang fails the run instead of stalling it. `what` should
+/// name the configuration and seed, so the failure can be replayed.
+func withTimeLimit(seconds: Int, _ what: @autoclosure () -> String, _ body: @escaping @Sendable () -> Void) {
+    let done = DispatchSemaphore(value: 0)
+    let thread = Thread {
+        body()
+        done.signal()
+    }
+    thread.stackSize = 8 << 20
+    thread.start()
+    if done.wait(timeout: .now() + .seconds(seconds)) == .timedOut {
+        let message = "time limit of \(seconds) s exceeded (a hang?): \(what())\n"
+        FileHandle.standardError.write(Data(message.utf8))
+        fatalError(message)
+    }
+}
