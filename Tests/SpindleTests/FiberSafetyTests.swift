@@ -1,0 +1,166 @@
+import CSpindle
+import CSpindleTestSupport
+import Foundation
+import Synchronization
+import Testing
+@testable @_spi(Internals) import Spindle
+
+/// Shared state whose stored property gets dynamic exclusivity enforcement.
+final class SharedLog: @unchecked Sendable {
+    var entries: [String] = []
+}
+
+/// Holds an `inout` (modify) access to `entries` across `body`: the access begins before and
+/// ends after, so a fiber switch inside `body` suspends in the middle of the access.
+@inline(never)
+func appendAround(_ entries: inout [String], _ body: () -> Void) {
+    entries.append("begin")
+    body()
+    entries.append("end")
+}
+
+private func caller(_ pointer: UnsafeMutableRawPointer?) -> Fiber {
+    Fiber(control: pointer!.assumingMemoryBound(to: spindle_fiber_t.self))
+}
+
+@Suite("Fibers: Swift runtime and crash safety")
+struct FiberSafetyTests {
+    /// The test that guards the runtime ABI Spindle relies on (docs/fibers.md, "The Swift
+    /// runtime's exclusivity state"): without the per-fiber swap, `swift_endAccess` on the second
+    /// thread cannot find the access begun on the first and the process crashes.
+    @Test func aFiberSuspendedInsideAModifyAccessCompletesOnAnotherThread() throws {
+        let shared = SharedLog()
+        let fiber = try Fiber.allocate()
+        defer { fiber.deallocate() }
+        fiber.allowsSuspendingInsideAccess = true
+        let threads = Mutex<[pid_t]>([])
+        fiber.prepare { fiber, argument in
+            var back = caller(argument)
+            appendAround(&shared.entries) {
+                threads.withLock { $0.append(CurrentThread.id) }
+                back = caller(fiber.switchTo(back))  // suspend in the middle of the access
+                threads.withLock { $0.append(CurrentThread.id) }
+            }
+            return back
+        }
+        onNewThread {
+            let context = Fiber.makeThreadContext()
+            context.switchTo(fiber, passing: UnsafeMutableRawPointer(context.control))
+            context.releaseThreadContext()
+        }
+        #expect(fiber.state == .suspended)
+        onNewThread {
+            let context = Fiber.makeThreadContext()
+            context.switchTo(fiber, passing: UnsafeMutableRawPointer(context.control))
+            context.releaseThreadContext()
+        }
+        #expect(fiber.state == .finished)
+        #expect(shared.entries == ["begin", "end"])
+        let seen = threads.withLock { $0 }
+        #expect(seen.count == 2 && seen[0] != seen[1], "the fiber must have resumed on another thread")
+    }
+
+    @Test func eachFiberHasItsOwnAccessSet() throws {
+        // Fiber A suspends inside a modify access of `log.entries`; fiber B, on the same thread,
+        // then modifies the same property. With one access set per thread that is reported as a
+        // "simultaneous access" and the process stops; with an access set per fiber (as Swift
+        // Concurrency keeps one per task) each fiber sees only its own accesses.
+        let thread = Fiber.makeThreadContext()
+        defer { thread.releaseThreadContext() }
+        let a = try Fiber.allocate()
+        let b = try Fiber.allocate()
+        defer { a.deallocate(); b.deallocate() }
+        a.allowsSuspendingInsideAccess = true
+        let log = SharedLog()
+        a.prepare { a, _ in
+            appendAround(&log.entries) { a.switchTo(thread) }
+            return thread
+        }
+        b.prepare { _, _ in
+            log.entries.append("b")
+            return thread
+        }
+        thread.switchTo(a)
+        thread.switchTo(b)
+        thread.switchTo(a)
+        #expect(a.state == .finished && b.state == .finished)
+        #expect(log.entries.contains("b") && log.entries.last == "end")
+    }
+
+    #if DEBUG
+    @Test func suspendingInsideAnAccessStopsDebugBuildsWithAClearMessage() async throws {
+        let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+            let shared = SharedLog()
+            let thread = Fiber.makeThreadContext()
+            let fiber = try! Fiber.allocate()
+            fiber.prepare { fiber, _ in
+                appendAround(&shared.entries) { fiber.switchTo(thread) }
+                return thread
+            }
+            thread.switchTo(fiber)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("Spindle: a fiber suspended while it holds an exclusive access"))
+        #expect(stderr.contains("Finish the access before waiting"))
+    }
+    #endif
+
+    @Test func aFiberStackOverflowIsReportedClearly() async throws {
+        let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+            let thread = Fiber.makeThreadContext()
+            let configuration = try! FiberStackConfiguration(stackSize: 64 * 1024)
+            let fiber = try! Fiber.allocate(configuration)
+            fiber.prepare { _, _ in
+                // 1 KiB frames, 1000 deep: runs into the guard page by page, as runaway
+                // recursion does.
+                _ = spindle_test_recurse(1000)
+                return thread
+            }
+            thread.switchTo(fiber)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("Spindle: fiber stack overflow."))
+        #expect(stderr.contains("stack of 64 KiB"))
+        #expect(stderr.contains("64 KiB guard region"))
+        #expect(stderr.contains("Raise the fiber stack size"))
+    }
+
+    @Test func anOverflowOnAWorkerThreadIsReportedToo() async throws {
+        // A thread other than the main thread has no alternate signal stack unless Spindle gives
+        // it one; without it the process dies with a bare SIGSEGV and no message.
+        let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+            let done = DispatchSemaphore(value: 0)
+            let worker = Thread {
+                let thread = Fiber.makeThreadContext()
+                let fiber = try! Fiber.allocate(try! FiberStackConfiguration(stackSize: 64 * 1024))
+                fiber.prepare { _, _ in
+                    _ = spindle_test_recurse(1000)
+                    return thread
+                }
+                thread.switchTo(fiber)
+                done.signal()
+            }
+            worker.start()
+            done.wait()
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("Spindle: fiber stack overflow."))
+    }
+
+    @Test func otherFaultsGoToThePreviousHandler() async throws {
+        // A null-pointer write on a fiber is not an overflow: no Spindle message, and the process
+        // dies the ordinary way (Swift's crash handler or the default action re-raise SIGSEGV).
+        let result = await #expect(processExitsWith: .signal(SIGSEGV), observing: [\.standardErrorContent]) {
+            let thread = Fiber.makeThreadContext()
+            let fiber = try! Fiber.allocate()
+            fiber.prepare { _, _ in
+                let bad = UnsafeMutablePointer<Int>(bitPattern: 16)!
+                bad.pointee = 1
+                return thread
+            }
+            thread.switchTo(fiber)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(!stderr.contains("fiber stack overflow"))
+    }
+}
