@@ -6,7 +6,7 @@ import Testing
 struct CurrentThreadTests {
     /// The kernel's own view of the process's allowed CPUs.
     private func procAllowedList() throws -> CPUSet {
-        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+        let status = try readProcFile("/proc/self/status")
         let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") })
         return try CPUSet(parsing: String(line.dropFirst("Cpus_allowed_list:".count)))
     }
@@ -52,7 +52,7 @@ struct CurrentThreadTests {
         let (tid, comm): (pid_t, String) = onNewThread {
             try! CurrentThread.setName("spindle-w7")
             let tid = CurrentThread.id
-            let comm = try! String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8)
+            let comm = try! readProcFile("/proc/self/task/\(tid)/comm")
             return (tid, comm)
         }
         #expect(tid > 0)

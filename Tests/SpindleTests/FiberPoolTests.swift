@@ -125,7 +125,7 @@ struct FiberPoolTests {
         let pool = try FiberPool(configuration: try FiberStackConfiguration(stackSize: 64 * 1024))
         let seed = testSeed(default: 0xF1BE5 + UInt64(threads))
         withTimeLimit(seconds: 60, "pool get/put, \(threads) threads, seed \(seed)") {
-            DispatchQueue.concurrentPerform(iterations: threads) { worker in
+            onThreads(threads) { worker in
                 var rng = SplitMix64(seed: seed &+ UInt64(worker))
                 var held: [Fiber] = []
                 for _ in 0..<5000 {

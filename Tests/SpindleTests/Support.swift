@@ -60,3 +60,43 @@ func withTimeLimit(seconds: Int, _ what: @autoclosure () -> String, _ body: @esc
         fatalError(message)
     }
 }
+
+/// Runs `body(0..<count)` on `count` OS threads of their own (unlike `concurrentPerform`,
+/// which never runs more threads than CPUs), released together from a start barrier so that
+/// they really overlap, and waits for all of them.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let started = DispatchSemaphore(value: 0)
+    let go = DispatchSemaphore(value: 0)
+    let finished = DispatchSemaphore(value: 0)
+    for index in 0..<count {
+        let thread = Thread {
+            started.signal()
+            go.wait()
+            body(index)
+            finished.signal()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+    for _ in 0..<count { started.wait() }
+    for _ in 0..<count { go.signal() }
+    for _ in 0..<count { finished.wait() }
+}
+
+/// Reads a /proc file completely with read(2): such files report size 0 and are produced in
+/// pieces, so size-based readers can stop early on a large one (such as maps of a process with
+/// thousands of fiber stacks).
+func readProcFile(_ path: String) throws -> String {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { throw CocoaError(.fileReadNoSuchFile) }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        guard count > 0 else { break }
+        bytes.append(contentsOf: chunk[0..<count])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
