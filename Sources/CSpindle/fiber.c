@@ -162,18 +162,31 @@ static inline void spindle_fiber_will_switch(spindle_fiber_t *from, spindle_fibe
   to->state = SPINDLE_FIBER_RUNNING;
 #if SPINDLE_ASAN
   to->asan_switched_from = from;
-  // NULL fake-stack save tells ASan the current fiber is finishing, so it frees its fake stack.
-  __sanitizer_start_switch_fiber(finishing ? NULL : &from->asan_fake_stack, to->stack_bottom,
-                                 to->stack_size);
+#endif
+}
+
+// The sanitizers' half of "before the switch". A macro, not a function: after
+// __tsan_switch_to_fiber, TSan attributes every function exit to the *target* fiber's shadow
+// stack, so nothing may return between it and the swap (in a debug build even a static inline
+// helper is a real call whose return would corrupt the target's shadow stack).
+#if SPINDLE_ASAN
+// A NULL fake-stack save tells ASan the current fiber is finishing, so it frees its fake stack.
+#define SPINDLE_ASAN_START_SWITCH(from, to, finishing)                                        \
+  __sanitizer_start_switch_fiber((finishing) ? NULL : &(from)->asan_fake_stack,              \
+                                 (to)->stack_bottom, (to)->stack_size)
+#else
+#define SPINDLE_ASAN_START_SWITCH(from, to, finishing) ((void)0)
 #endif
 #if SPINDLE_TSAN
-  __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#define SPINDLE_TSAN_SWITCH(to) __tsan_switch_to_fiber((to)->tsan_fiber, 0)
+#else
+#define SPINDLE_TSAN_SWITCH(to) ((void)0)
 #endif
-  (void)finishing;
-}
 
 void *spindle_fiber_switch(spindle_fiber_t *from, spindle_fiber_t *to, void *argument) {
   spindle_fiber_will_switch(from, to, 0);
+  SPINDLE_ASAN_START_SWITCH(from, to, 0);
+  SPINDLE_TSAN_SWITCH(to);
   void *result = spindle_context_swap(&from->sp, to->sp, argument);
   spindle_fiber_did_switch_in(from);
   return result;
@@ -184,6 +197,8 @@ _Noreturn void spindle_fiber_main(void *argument, spindle_fiber_t *self) {
   spindle_fiber_did_switch_in(self);
   spindle_fiber_t *next = self->entry(self, argument);
   spindle_fiber_will_switch(self, next, 1);
+  SPINDLE_ASAN_START_SWITCH(self, next, 1);
+  SPINDLE_TSAN_SWITCH(next);
   void *unused_sp;
   spindle_context_swap(&unused_sp, next->sp, NULL);
   spindle_fiber_fatal("Spindle internal error: a finished fiber was resumed\n");

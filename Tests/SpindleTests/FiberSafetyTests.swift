@@ -33,7 +33,7 @@ struct FiberSafetyTests {
         let fiber = try Fiber.allocate()
         defer { fiber.deallocate() }
         fiber.allowsSuspendingInsideAccess = true
-        let threads = Mutex<[pid_t]>([])
+        let threads = Locked<[pid_t]>([])
         fiber.prepare { fiber, argument in
             var back = caller(argument)
             appendAround(&shared.entries) {

@@ -49,7 +49,7 @@ struct FiberTests {
         let a = try Fiber.allocate()
         let b = try Fiber.allocate()
         defer { a.deallocate(); b.deallocate() }
-        let log = Mutex<[String]>([])
+        let log = Locked<[String]>([])
         b.prepare { b, _ in
             log.withLock { $0.append("b1") }
             b.switchTo(a)
@@ -96,7 +96,7 @@ struct FiberTests {
         // Each resumer passes its own thread context; the fiber records where it ran.
         let fiber = try Fiber.allocate()
         defer { fiber.deallocate() }
-        let threadsSeen = Mutex<[pid_t]>([])
+        let threadsSeen = Locked<[pid_t]>([])
         fiber.prepare { fiber, argument in
             var back = caller(argument)
             for _ in 0..<8 {
@@ -128,7 +128,7 @@ struct FiberTests {
         let stepsPerFiber = 200
         let pool = try FiberPool(preallocate: fiberCount)
         let fibers = (0..<fiberCount).map { _ in try! pool.get() }
-        let totals = Mutex<[Int]>(Array(repeating: 0, count: fiberCount))
+        let totals = Locked<[Int]>(Array(repeating: 0, count: fiberCount))
         for (index, fiber) in fibers.enumerated() {
             fiber.prepare { fiber, argument in
                 var back = caller(argument)
@@ -141,7 +141,7 @@ struct FiberTests {
                 return back
             }
         }
-        let queue = Mutex<[Int]>(Array(0..<fiberCount))
+        let queue = Locked<[Int]>(Array(0..<fiberCount))
         let finished = Atomic<Int>(0)
         withTimeLimit(seconds: 120, "fiber migration, \(threads) threads, seed \(seed)") {
             onThreads(threads) { worker in

@@ -1,3 +1,4 @@
+@testable import Spindle
 import Foundation
 import Testing
 
@@ -99,4 +100,19 @@ func readProcFile(_ path: String) throws -> String {
         bytes.append(contentsOf: chunk[0..<count])
     }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+/// A value guarded by Spindle's pthread-based `Lock`. Tests use it rather than
+/// `Synchronization.Mutex`, whose futex-based lock ThreadSanitizer cannot see, so that the tests
+/// run clean under `--sanitize=thread` (see Lock.swift).
+final class Locked<Value>: @unchecked Sendable {
+    // SAFETY: `value` is only touched with `lock` held.
+    private let lock = Lock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+        try lock.withLock { try body(&value) }
+    }
 }

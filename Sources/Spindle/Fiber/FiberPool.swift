@@ -13,10 +13,13 @@ import Synchronization
 /// Thread-safety: all methods are thread-safe (one mutex around the free list; a scheduler
 /// keeps a small per-worker cache in front of it).
 @_spi(Internals)
-public final class FiberPool: Sendable {
+public final class FiberPool: @unchecked Sendable {
+    // SAFETY: `head` and `count` are only read or written with `lock` held.
     public let configuration: FiberStackConfiguration
 
-    private let free: Mutex<(head: UnsafeMutablePointer<spindle_fiber_t>?, count: Int)>
+    private let lock = Lock()
+    private var head: UnsafeMutablePointer<spindle_fiber_t>?
+    private var count = 0
     private let allocated = Atomic<Int>(0)
 
     /// - Parameter preallocate: stacks to map now, so the first `get()` calls are fast.
@@ -24,7 +27,6 @@ public final class FiberPool: Sendable {
     public init(configuration: FiberStackConfiguration = .default, preallocate: Int = 0) throws(SystemError) {
         precondition(preallocate >= 0, "FiberPool preallocate count must not be negative (got \(preallocate))")
         self.configuration = configuration
-        self.free = Mutex((head: nil, count: 0))
         for _ in 0..<preallocate {
             put(try Fiber.allocate(configuration))
         }
@@ -35,13 +37,10 @@ public final class FiberPool: Sendable {
     /// Unmaps the free fibers. Fibers still handed out are not the pool's any more: whoever holds
     /// them deallocates them (`Fiber.deallocate()`).
     deinit {
-        free.withLock { list in
-            var next = list.head
-            while let control = next {
-                next = control.pointee.pool_next
-                Fiber(control: control).deallocate()
-            }
-            list = (nil, 0)
+        var next = head
+        while let control = next {
+            next = control.pointee.pool_next
+            Fiber(control: control).deallocate()
         }
     }
 
@@ -50,15 +49,15 @@ public final class FiberPool: Sendable {
     /// - Complexity: O(1); maps a new stack (about 10 µs) only when the pool is empty.
     /// - Throws: `SystemError` when a new stack cannot be mapped.
     public func get() throws(SystemError) -> Fiber {
-        let reused: Fiber? = free.withLock { list in
-            guard let head = list.head else { return nil }
-            list.head = head.pointee.pool_next
-            list.count -= 1
-            return Fiber(control: head)
+        let reused: UnsafeMutablePointer<spindle_fiber_t>? = lock.withLock {
+            guard let first = head else { return nil }
+            head = first.pointee.pool_next
+            count -= 1
+            return first
         }
         if let reused {
-            reused.control.pointee.pool_next = nil
-            return reused
+            reused.pointee.pool_next = nil
+            return Fiber(control: reused)
         }
         let fiber = try Fiber.allocate(configuration)
         allocated.add(1, ordering: .relaxed)
@@ -80,10 +79,10 @@ public final class FiberPool: Sendable {
                      "FiberPool.put: the fiber's stack has another configuration than this pool's")
         fiber.releaseDeepStackPages()
         let control = fiber.control
-        free.withLock { list in
-            control.pointee.pool_next = list.head
-            list.head = control
-            list.count += 1
+        lock.withLock {
+            control.pointee.pool_next = head
+            head = control
+            count += 1
         }
     }
 
@@ -95,11 +94,11 @@ public final class FiberPool: Sendable {
         precondition(keeping >= 0, "FiberPool.trim(keeping:) needs a count of zero or more (got \(keeping))")
         var released: UnsafeMutablePointer<spindle_fiber_t>?
         var kept: [UnsafeMutablePointer<spindle_fiber_t>] = []
-        free.withLock { list in
-            var next = list.head
+        lock.withLock {
+            var next = head
             var remaining = keeping
-            list.head = nil
-            list.count = 0
+            head = nil
+            count = 0
             while let control = next {
                 next = control.pointee.pool_next
                 if remaining > 0 {
@@ -121,17 +120,17 @@ public final class FiberPool: Sendable {
         for control in kept {
             Fiber(control: control).releaseAllDeepStackPages()
         }
-        free.withLock { list in
+        lock.withLock {
             for control in kept.reversed() {
-                control.pointee.pool_next = list.head
-                list.head = control
-                list.count += 1
+                control.pointee.pool_next = head
+                head = control
+                count += 1
             }
         }
     }
 
     /// Fibers waiting in the pool now.
-    public var freeCount: Int { free.withLock { $0.count } }
+    public var freeCount: Int { lock.withLock { count } }
 
     /// Fibers this pool has mapped and not unmapped (in the pool or handed out).
     public var allocatedCount: Int { allocated.load(ordering: .relaxed) }
