@@ -16,6 +16,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+// Nullability qualifiers are clang's; other C compilers (the aarch64 cross check in
+// Tests/ContextSwitchCheck uses gcc) read this header without them.
+#if !defined(__clang__)
+#define _Nonnull
+#define _Nullable
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
