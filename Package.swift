@@ -23,7 +23,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "SpindleBench",
-            dependencies: ["Spindle"],
+            dependencies: ["Spindle", "CSpindle"],
             path: "Benchmarks/SpindleBench"
         ),
         // Small C helpers that tests need to touch stack memory at a precise depth.

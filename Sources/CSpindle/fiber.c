@@ -5,8 +5,11 @@
 // __thread variables across opaque calls, so no function here touches either on both sides of
 // a switch.
 
+#define _GNU_SOURCE  // dl_iterate_phdr
 #include "CSpindle.h"
 
+#include <link.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,13 +41,111 @@ void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_
                                      size_t *size_old);
 #endif
 
-// Exported by libswiftCore; what Swift Concurrency calls around every task switch. The state is
-// two machine words per context. Runtime ABI rather than public API: the test
-// "a fiber suspended inside a modify access resumes on another thread" guards against a change.
-extern void swift_task_enterThreadLocalContext(char *state);
-extern void swift_task_exitThreadLocalContext(char *state);
+#if defined(DEBUG) || SPINDLE_TSAN || SPINDLE_ASAN
+int spindle_fiber_switch_is_checked = 1;
+#else
+int spindle_fiber_switch_is_checked = 0;
+#endif
 
 _Noreturn void spindle_fiber_main(void *argument, spindle_fiber_t *self);
+
+// MARK: Skipping the exclusivity swap (docs/fibers.md)
+
+long spindle_exclusivity_head_offset;
+int spindle_exclusivity_skip_enabled;
+
+typedef struct spindle_tls_lookup {
+  const void *code;    // an address inside the module we look for
+  char *tls_block;     // the calling thread's instance of its PT_TLS segment
+  size_t tls_size;
+} spindle_tls_lookup;
+
+int spindle_fiber_exclusivity_skip_is_enabled(void) {
+  return __atomic_load_n(&spindle_exclusivity_skip_enabled, __ATOMIC_ACQUIRE);
+}
+
+int spindle_fiber_set_switch_checked(int checked) {
+  return __atomic_exchange_n(&spindle_fiber_switch_is_checked, checked, __ATOMIC_SEQ_CST);
+}
+
+static int spindle_find_tls_block(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  spindle_tls_lookup *lookup = data;
+  int contains = 0;
+  size_t tls_size = 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *header = &info->dlpi_phdr[i];
+    uintptr_t start = info->dlpi_addr + header->p_vaddr;
+    if (header->p_type == PT_LOAD && (uintptr_t)lookup->code >= start &&
+        (uintptr_t)lookup->code < start + header->p_memsz) {
+      contains = 1;
+    }
+    if (header->p_type == PT_TLS) tls_size = header->p_memsz;
+  }
+  if (!contains) return 0;
+  lookup->tls_block = info->dlpi_tls_data;
+  lookup->tls_size = tls_size;
+  return 1;
+}
+
+// The calling thread's libswiftCore TLS block, or NULL.
+static char *spindle_swift_tls_block(size_t *size) {
+  spindle_tls_lookup lookup = {(const void *)&swift_task_enterThreadLocalContext, NULL, 0};
+  dl_iterate_phdr(spindle_find_tls_block, &lookup);
+  *size = lookup.tls_size;
+  return lookup.tls_block;
+}
+
+// Finds the offset of the exclusivity access-set head inside the runtime's TLS block by making
+// the runtime store a recognizable pointer there: entering a context whose saved access list is
+// one fake, zeroed access node sets the head to that node; exiting again restores everything.
+// Returns the offset within the block, or -1.
+static long spindle_probe_head_offset_in_block(char *block, size_t size) {
+  if (block == NULL || size < sizeof(void *) || size > 4096) return -1;
+  uintptr_t before[4096 / sizeof(uintptr_t)];
+  memcpy(before, block, size);
+  // An access record is a few words (pointer, pc, next-and-action); zero means "no next".
+  _Alignas(16) uintptr_t fake_access[8] = {0};
+  uintptr_t state[2] = {(uintptr_t)fake_access, (uintptr_t)fake_access};
+  swift_task_enterThreadLocalContext((char *)state);
+  long found = -1;
+  int matches = 0;
+  for (size_t offset = 0; offset + sizeof(void *) <= size; offset += sizeof(void *)) {
+    if (*(uintptr_t *)(block + offset) == (uintptr_t)fake_access) {
+      found = (long)offset;
+      matches++;
+    }
+  }
+  swift_task_exitThreadLocalContext((char *)state);
+  if (matches != 1 || memcmp(before, block, size) != 0) return -1;
+  return found;
+}
+
+static long spindle_head_offset_in_block = -1;
+static pthread_once_t spindle_probe_once = PTHREAD_ONCE_INIT;
+
+static void spindle_probe_exclusivity_once(void) {
+  size_t size = 0;
+  char *block = spindle_swift_tls_block(&size);
+  spindle_head_offset_in_block = spindle_probe_head_offset_in_block(block, size);
+  if (spindle_head_offset_in_block < 0) return;  // fast path stays off: always call the runtime
+  spindle_exclusivity_head_offset = (long)(block + spindle_head_offset_in_block - spindle_thread_pointer());
+  __atomic_store_n(&spindle_exclusivity_skip_enabled, 1, __ATOMIC_RELEASE);
+}
+
+// Every thread that switches fibers makes a thread context first, so checking here that the
+// head sits at the same offset from this thread's thread pointer covers every thread that can
+// take the fast path. One disagreement turns the fast path off for the process.
+static void spindle_verify_exclusivity_offset(void) {
+  pthread_once(&spindle_probe_once, spindle_probe_exclusivity_once);
+  if (!__atomic_load_n(&spindle_exclusivity_skip_enabled, __ATOMIC_ACQUIRE)) return;
+  size_t size = 0;
+  char *block = spindle_swift_tls_block(&size);
+  if (block == NULL ||
+      block + spindle_head_offset_in_block != spindle_thread_pointer() + spindle_exclusivity_head_offset) {
+    __atomic_store_n(&spindle_exclusivity_skip_enabled, 0, __ATOMIC_RELEASE);
+  }
+}
 
 static void spindle_write_stderr(const char *message) {
   size_t length = strlen(message);
@@ -73,6 +174,7 @@ void spindle_fiber_init_thread(spindle_fiber_t *fiber) {
   // Overflow reports need an alternate signal stack on every thread that runs fibers; a
   // failure here only costs the clear message, so it is not fatal.
   (void)spindle_thread_ensure_altstack();
+  spindle_verify_exclusivity_offset();
 }
 
 void spindle_fiber_prepare(spindle_fiber_t *fiber, void *stack_bottom, size_t stack_size,
@@ -183,7 +285,7 @@ static inline void spindle_fiber_will_switch(spindle_fiber_t *from, spindle_fibe
 #define SPINDLE_TSAN_SWITCH(to) ((void)0)
 #endif
 
-void *spindle_fiber_switch(spindle_fiber_t *from, spindle_fiber_t *to, void *argument) {
+void *spindle_fiber_switch_checked(spindle_fiber_t *from, spindle_fiber_t *to, void *argument) {
   spindle_fiber_will_switch(from, to, 0);
   SPINDLE_ASAN_START_SWITCH(from, to, 0);
   SPINDLE_TSAN_SWITCH(to);

@@ -23,12 +23,44 @@ private func caller(_ pointer: UnsafeMutableRawPointer?) -> Fiber {
     Fiber(control: pointer!.assumingMemoryBound(to: spindle_fiber_t.self))
 }
 
-@Suite("Fibers: Swift runtime and crash safety")
+/// Runs `body` with the inline fast switch (the release build's path) or the checked one.
+/// In a release build the switch is never checked, so `checked: true` runs the fast path too.
+func withSwitchPath(checked: Bool, _ body: () throws -> Void) rethrows {
+    #if DEBUG
+    let saved = spindle_fiber_set_switch_checked(checked ? 1 : 0)
+    defer { _ = spindle_fiber_set_switch_checked(saved) }
+    #endif
+    try body()
+}
+
+// Serialized: the switch-path toggle is process-wide.
+@Suite("Fibers: Swift runtime and crash safety", .serialized)
 struct FiberSafetyTests {
+    @Test func theExclusivitySkipIsVerifiedOnThisPlatform() {
+        // Not needed for correctness (without it every switch calls the runtime), but a failure
+        // here means switches got about 9 ns slower: docs/fibers.md, "Skipping the exclusivity
+        // swap", says how the head is found.
+        let context = Fiber.makeThreadContext()
+        defer { context.releaseThreadContext() }
+        #expect(spindle_fiber_exclusivity_skip_is_enabled() == 1,
+                "the Swift runtime's exclusivity head could not be located; every switch will call the runtime")
+        let onAnotherThread: Int32 = onNewThread {
+            let context = Fiber.makeThreadContext()
+            defer { context.releaseThreadContext() }
+            return spindle_fiber_exclusivity_skip_is_enabled()
+        }
+        #expect(onAnotherThread == 1, "the head's offset from the thread pointer differs between threads")
+    }
+
     /// The test that guards the runtime ABI Spindle relies on (docs/fibers.md, "The Swift
     /// runtime's exclusivity state"): without the per-fiber swap, `swift_endAccess` on the second
     /// thread cannot find the access begun on the first and the process crashes.
-    @Test func aFiberSuspendedInsideAModifyAccessCompletesOnAnotherThread() throws {
+    @Test(arguments: [true, false])
+    func aFiberSuspendedInsideAModifyAccessCompletesOnAnotherThread(checked: Bool) throws {
+        try withSwitchPath(checked: checked) { try suspendInsideAccessAndMigrate() }
+    }
+
+    private func suspendInsideAccessAndMigrate() throws {
         let shared = SharedLog()
         let fiber = try Fiber.allocate()
         defer { fiber.deallocate() }
@@ -60,11 +92,18 @@ struct FiberSafetyTests {
         #expect(seen.count == 2 && seen[0] != seen[1], "the fiber must have resumed on another thread")
     }
 
-    @Test func eachFiberHasItsOwnAccessSet() throws {
+    @Test(arguments: [true, false])
+    func eachFiberHasItsOwnAccessSet(checked: Bool) throws {
+        try withSwitchPath(checked: checked) { try twoFibersOneVariable() }
+    }
+
+    private func twoFibersOneVariable() throws {
         // Fiber A suspends inside a modify access of `log.entries`; fiber B, on the same thread,
-        // then modifies the same property. With one access set per thread that is reported as a
-        // "simultaneous access" and the process stops; with an access set per fiber (as Swift
-        // Concurrency keeps one per task) each fiber sees only its own accesses.
+        // then reads the same property. With one access set per thread that read is reported
+        // as a conflict ("Simultaneous accesses ... modification requires exclusive access") and
+        // the process stops; with an access set per fiber, as Swift Concurrency keeps one per
+        // task, each fiber sees only its own accesses. (What B reads is unspecified: A's inout
+        // value may live in a register while A is suspended; only A's result is asserted.)
         let thread = Fiber.makeThreadContext()
         defer { thread.releaseThreadContext() }
         let a = try Fiber.allocate()
@@ -72,19 +111,21 @@ struct FiberSafetyTests {
         defer { a.deallocate(); b.deallocate() }
         a.allowsSuspendingInsideAccess = true
         let log = SharedLog()
+        let bRead = Atomic<Int>(-1)
         a.prepare { a, _ in
             appendAround(&log.entries) { a.switchTo(thread) }
             return thread
         }
         b.prepare { _, _ in
-            log.entries.append("b")
+            bRead.store(log.entries.count, ordering: .relaxed)
             return thread
         }
         thread.switchTo(a)
         thread.switchTo(b)
         thread.switchTo(a)
         #expect(a.state == .finished && b.state == .finished)
-        #expect(log.entries.contains("b") && log.entries.last == "end")
+        #expect(bRead.load(ordering: .relaxed) >= 0)
+        #expect(log.entries == ["begin", "end"])
     }
 
     #if DEBUG

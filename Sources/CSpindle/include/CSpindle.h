@@ -107,16 +107,91 @@ void spindle_fiber_prepare(spindle_fiber_t *_Nonnull fiber, void *_Nonnull stack
 /// be running.
 void spindle_fiber_destroy(spindle_fiber_t *_Nonnull fiber);
 
-/// Suspends `from` (the context running on this thread now) and runs `to` (READY or SUSPENDED),
-/// passing `argument`. Returns when some thread switches back to `from`, with the argument that
-/// switch passed. See docs/fibers.md for what is saved and why.
-void *_Nullable spindle_fiber_switch(spindle_fiber_t *_Nonnull from, spindle_fiber_t *_Nonnull to,
-                                     void *_Nullable argument);
+/// The checked switch: everything spindle_fiber_switch does, plus the sanitizer annotations and,
+/// in debug builds, the state-machine and held-access checks. Out of line (fiber.c).
+void *_Nullable spindle_fiber_switch_checked(spindle_fiber_t *_Nonnull from,
+                                             spindle_fiber_t *_Nonnull to,
+                                             void *_Nullable argument);
 
-// MARK: - Raw context switch (switch.S). Use spindle_fiber_switch, which adds the runtime glue.
+/// Non-zero when this build of CSpindle must take the checked switch: debug builds, and builds
+/// with ThreadSanitizer or AddressSanitizer (which must see every switch). Set by fiber.c from
+/// its own compiler flags, which the Swift compiler's view of this header does not share.
+/// Tests clear it to run the fast path in a debug build; nothing else writes it.
+extern int spindle_fiber_switch_is_checked;
+
+// Exported by libswiftCore: what Swift Concurrency calls around every task switch. The state is
+// two machine words per context. Runtime ABI rather than public API: the test "a fiber suspended
+// inside a modify access completes on another thread" guards against a change.
+void swift_task_enterThreadLocalContext(char *_Nonnull state);
+void swift_task_exitThreadLocalContext(char *_Nonnull state);
 
 void *_Nullable spindle_context_swap(void *_Nullable *_Nonnull save_sp, void *_Nonnull to_sp,
                                      void *_Nullable argument);
+
+/// Where the calling thread's Swift exclusivity access-set head lives, as an offset from the
+/// thread pointer; valid only while spindle_exclusivity_skip_enabled is non-zero. Found at run
+/// time by spindle_fiber_init_thread (docs/fibers.md, "Skipping the exclusivity swap").
+extern long spindle_exclusivity_head_offset;
+extern int spindle_exclusivity_skip_enabled;
+
+/// For tests: whether the skip is enabled (after a thread context was made), and a way to pick
+/// the switch path in a debug build (returns the previous setting).
+int spindle_fiber_exclusivity_skip_is_enabled(void);
+int spindle_fiber_set_switch_checked(int checked);
+
+/// The thread pointer, read fresh each time: `volatile` keeps the compiler from reusing a value
+/// read before a switch after it, when the fiber may run on another thread.
+static inline __attribute__((always_inline)) char *_Nonnull spindle_thread_pointer(void) {
+  char *pointer;
+#if defined(__x86_64__)
+  __asm__ volatile("mov %%fs:0, %0" : "=r"(pointer));
+#elif defined(__aarch64__)
+  __asm__ volatile("mrs %0, tpidr_el0" : "=r"(pointer));
+#else
+#error "unsupported architecture"
+#endif
+  return pointer;
+}
+
+/// Whether swift_task_enter/exitThreadLocalContext would change anything for `fiber` on the
+/// calling thread: they do nothing when the fiber has no saved accesses and the thread's
+/// access set is empty, which is the common case. Without a verified head location: always.
+static inline __attribute__((always_inline)) int spindle_exclusivity_swap_needed(
+    const spindle_fiber_t *_Nonnull fiber) {
+  if (fiber->exclusivity[0] != 0) return 1;
+  if (!__atomic_load_n(&spindle_exclusivity_skip_enabled, __ATOMIC_RELAXED)) return 1;
+  return *(void *const *)(spindle_thread_pointer() + spindle_exclusivity_head_offset) != 0;
+}
+
+/// Suspends `from` (the context running on this thread now) and runs `to` (READY or SUSPENDED),
+/// passing `argument`. Returns when some thread switches back to `from`, with the argument that
+/// switch passed. See docs/fibers.md for what is saved and why.
+///
+/// Inline on purpose: the caller makes exactly one call per switch (to the stack swap), as the
+/// bare swap does. An out-of-line wrapper adds a call and a return on each side, and a return
+/// right after a stack swap is mispredicted (the return stack buffer holds the other side's
+/// addresses).
+static inline __attribute__((always_inline)) void *_Nullable spindle_fiber_switch(
+    spindle_fiber_t *_Nonnull from, spindle_fiber_t *_Nonnull to, void *_Nullable argument) {
+  if (__builtin_expect(spindle_fiber_switch_is_checked, 0)) {
+    return spindle_fiber_switch_checked(from, to, argument);
+  }
+  // Step 1 of "Switching" (docs/fibers.md): take the fiber's accesses off the thread.
+  if (from->kind == SPINDLE_FIBER_KIND_FIBER && spindle_exclusivity_swap_needed(from)) {
+    swift_task_exitThreadLocalContext((char *)from->exclusivity);
+  }
+  from->state = SPINDLE_FIBER_SUSPENDED;
+  to->state = SPINDLE_FIBER_RUNNING;
+  void *result = spindle_context_swap(&from->sp, to->sp, argument);
+  // Step 4: running again (perhaps on another thread): put the fiber's accesses on this thread.
+  if (from->kind == SPINDLE_FIBER_KIND_FIBER && spindle_exclusivity_swap_needed(from)) {
+    swift_task_enterThreadLocalContext((char *)from->exclusivity);
+  }
+  return result;
+}
+
+// MARK: - Raw context switch (switch.S). Use spindle_fiber_switch, which adds the runtime glue.
+// spindle_context_swap is declared above, for spindle_fiber_switch.
 /// Builds the initial frame below `stack_top` (16-byte aligned) so that the first swap to the
 /// returned stack pointer calls spindle_fiber_main(argument, fiber).
 void *_Nonnull spindle_context_make(void *_Nonnull stack_top, spindle_fiber_t *_Nonnull fiber);
