@@ -60,7 +60,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
 
     /// Maps a new stack with its guard region and places a fiber control block at its top.
     ///
-    /// Costs about 10 µs (mmap, mprotect, bookkeeping): take fibers from a `FiberPool` on hot
+    /// Costs microseconds (mmap, mprotect, bookkeeping; BENCHMARK.md): take fibers from a `FiberPool` on hot
     /// paths. Thread-safe.
     /// - Throws: `SystemError` if the kernel refuses the mapping (`ENOMEM`: address space or
     ///   `vm.max_map_count` exhausted; every stack costs two mappings).
@@ -145,7 +145,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
     /// switch to it. `context` is stored for the entry function (`Fiber.context`).
     ///
     /// - Precondition: the fiber is `.ready` or `.finished`.
-    /// - Complexity: O(1), about 20 ns; no allocation.
+    /// - Complexity: O(1); no allocation, no system call.
     @inlinable
     public func prepare(entry: Entry, context: UnsafeMutableRawPointer?) {
         spindle_fiber_prepare(control, control.pointee.stack_bottom!, control.pointee.stack_size, entry, context)
@@ -177,8 +177,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
     /// fiber that holds a dynamic exclusivity access (a wait inside an `inout`/`modify` of shared
     /// state), when `self` is not running, or when `target` is running or finished.
     ///
-    /// - Complexity: O(1); no allocation, no system call. About 16 ns per round trip on the
-    ///   reference machine (BENCHMARK.md).
+    /// - Complexity: O(1); no allocation, no system call. BENCHMARK.md has the round-trip cost.
     @inlinable
     @discardableResult
     public func switchTo(_ target: Fiber, passing argument: UnsafeMutableRawPointer? = nil) -> UnsafeMutableRawPointer? {

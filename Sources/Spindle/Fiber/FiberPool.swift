@@ -2,7 +2,7 @@ import CSpindle
 import Synchronization
 
 /// A pool of fibers with stacks of one configuration, so that getting a fiber costs a few
-/// nanoseconds instead of the ~10 µs of mapping a stack.
+/// nanoseconds instead of the microseconds of mapping a stack (BENCHMARK.md).
 ///
 /// Free fibers are kept in an intrusive list threaded through their control blocks
 /// (`pool_next`), so the pool never allocates to hold them and grows without bound: `get()` maps
@@ -46,7 +46,7 @@ public final class FiberPool: @unchecked Sendable {
 
     /// A fiber ready to be prepared (state `.ready` or `.finished`).
     ///
-    /// - Complexity: O(1); maps a new stack (about 10 µs) only when the pool is empty.
+    /// - Complexity: O(1); maps a new stack (microseconds) only when the pool is empty.
     /// - Throws: `SystemError` when a new stack cannot be mapped.
     public func get() throws(SystemError) -> Fiber {
         let reused: UnsafeMutablePointer<spindle_fiber_t>? = lock.withLock {

@@ -7,8 +7,8 @@ import Musl
 /// A pthread mutex in stable heap memory.
 ///
 /// Spindle's internal locks use this rather than `Synchronization.Mutex` for two measured
-/// reasons: an uncontended lock/unlock costs about 6 ns against Mutex's 18–19 ns on the
-/// reference machine (../shared/FIBERS.md), and ThreadSanitizer intercepts `pthread_mutex_*`
+/// reasons: an uncontended lock/unlock costs about a third of Mutex's on the reference machine
+/// (../shared/FIBERS.md, "Reference costs"), and ThreadSanitizer intercepts `pthread_mutex_*`
 /// while it cannot see the futex-based lock inside the prebuilt Synchronization module, so data
 /// guarded by a `Mutex` is reported as racing under `--sanitize=thread`.
 ///
