@@ -21,6 +21,12 @@ let package = Package(
             name: "Spindle",
             dependencies: ["CSpindle"]
         ),
+        // The benchmark engine: sampling, statistics, reports. No dependency on Spindle, so its
+        // unit tests are quick and it can measure any peer.
+        .target(
+            name: "SpindleBenchKit",
+            path: "Benchmarks/SpindleBenchKit"
+        ),
         .executableTarget(
             name: "SpindleBench",
             dependencies: ["Spindle", "CSpindle"],
@@ -34,6 +40,10 @@ let package = Package(
         .testTarget(
             name: "SpindleTests",
             dependencies: ["Spindle", "CSpindle", "CSpindleTestSupport"]
+        ),
+        .testTarget(
+            name: "SpindleBenchKitTests",
+            dependencies: ["SpindleBenchKit"]
         ),
     ],
     swiftLanguageModes: [.v6]
