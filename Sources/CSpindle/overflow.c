@@ -94,8 +94,20 @@ void spindle_overflow_unregister(int slot) {
   pthread_mutex_unlock(&spindle_guard_lock);
 }
 
+// The handler and its helpers run on a thread that just faulted, possibly inside a sanitizer's
+// runtime while it holds an internal lock; instrumented code here (ThreadSanitizer instruments
+// every atomic load) would deadlock on that lock. So none of it is instrumented.
+#if defined(__has_attribute)
+#if __has_attribute(disable_sanitizer_instrumentation)
+#define SPINDLE_UNINSTRUMENTED __attribute__((disable_sanitizer_instrumentation))
+#endif
+#endif
+#ifndef SPINDLE_UNINSTRUMENTED
+#define SPINDLE_UNINSTRUMENTED
+#endif
+
 // Async-signal-safe helpers: no stdio, no allocation.
-static void spindle_signal_write(const char *text) {
+SPINDLE_UNINSTRUMENTED static void spindle_signal_write(const char *text) {
   size_t length = strlen(text);
   while (length > 0) {
     ssize_t written = write(STDERR_FILENO, text, length);
@@ -105,7 +117,7 @@ static void spindle_signal_write(const char *text) {
   }
 }
 
-static void spindle_signal_write_number(uintptr_t value, unsigned base) {
+SPINDLE_UNINSTRUMENTED static void spindle_signal_write_number(uintptr_t value, unsigned base) {
   char digits[32];
   int position = 31;
   digits[position] = '\0';
@@ -120,7 +132,8 @@ static void spindle_signal_write_number(uintptr_t value, unsigned base) {
 static struct sigaction spindle_previous_segv;
 static struct sigaction spindle_previous_bus;
 
-static void spindle_overflow_handler(int signal_number, siginfo_t *info, void *ucontext) {
+SPINDLE_UNINSTRUMENTED static void spindle_overflow_handler(int signal_number, siginfo_t *info,
+                                                            void *ucontext) {
   (void)ucontext;
   int saved_errno = errno;
   // si_code > 0: raised by the kernel for a fault, so si_addr is the faulting address.
