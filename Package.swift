@@ -6,7 +6,9 @@
 //   CSpindle       C and assembly for what Swift cannot express: the context switch, signal and
 //                  alternate-stack glue, sanitizer fiber hooks, GNU-only libc prototypes.
 //   Spindle        the library. Depends on the toolchain only.
-//   SpindleBench   the benchmark executable (`swift run -c release spindle-bench`).
+//   SpindleBenchKit the benchmark engine: sampling, statistics, reports.
+//   SpindleBench   the benchmark executable (`swift run -c release spindle-bench`); the only
+//                  target that uses swift-argument-parser.
 import PackageDescription
 
 let package = Package(
@@ -14,6 +16,10 @@ let package = Package(
     products: [
         .library(name: "Spindle", targets: ["Spindle"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
+    ],
+    dependencies: [
+        // Used by the benchmark executable only, never by the Spindle library.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         .target(name: "CSpindle"),
@@ -29,7 +35,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "SpindleBench",
-            dependencies: ["Spindle", "CSpindle"],
+            dependencies: [
+                "Spindle", "CSpindle", "SpindleBenchKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/SpindleBench"
         ),
         // Small C helpers that tests need to touch stack memory at a precise depth.
@@ -44,6 +53,11 @@ let package = Package(
         .testTarget(
             name: "SpindleBenchKitTests",
             dependencies: ["SpindleBenchKit"]
+        ),
+        // Runs the built spindle-bench executable (a dependency, so it is built first).
+        .testTarget(
+            name: "SpindleBenchCLITests",
+            dependencies: ["SpindleBench"]
         ),
     ],
     swiftLanguageModes: [.v6]

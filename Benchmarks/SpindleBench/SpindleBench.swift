@@ -1,0 +1,279 @@
+// spindle-bench: measures Spindle and the Swift alternatives side by side, with criterion-style
+// statistics. docs/benchmarking.md documents the options, the output and the baselines.
+
+import ArgumentParser
+import Foundation
+import Spindle
+import SpindleBenchKit
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, markdown, json
+}
+
+@main
+struct SpindleBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spindle-bench",
+        abstract: "Benchmarks Spindle against Dispatch, Swift Concurrency and OperationQueue.",
+        discussion: """
+            Exit codes: 0 success; 1 an error (unknown benchmark, bad baseline or report \
+            directory); 2 a significant regression against --baseline; 3 a benchmark's check \
+            value was wrong; 5 the --baseline does not exist; 64 invalid options.
+            """)
+
+    @Argument(help: "A regular expression; only benchmarks whose id (group/name/parameter) matches run.")
+    var filter: String?
+
+    @Flag(help: "Treat the filter as an exact id instead of a regular expression.")
+    var exact = false
+
+    @Option(help: "A regular expression; benchmarks whose id matches are skipped. Repeatable.")
+    var skip: [String] = []
+
+    @Flag(help: "List the benchmarks (after filtering) and exit.")
+    var list = false
+
+    @Flag(help: "A fast, rough run: 10 samples, 0.5 s warm-up, 1 s measurement, 10,000 resamples.")
+    var quick = false
+
+    @Option(help: "Samples per benchmark (default 100, 10 with --quick).")
+    var sampleSize: Int?
+
+    @Option(help: "Seconds of measurement per benchmark (default 5).")
+    var measurementTime: Double?
+
+    @Option(help: "Seconds of warm-up per benchmark (default 3).")
+    var warmUpTime: Double?
+
+    @Option(help: "Bootstrap resamples (default 100000).")
+    var resamples: Int?
+
+    @Option(help: "Confidence level of the intervals (default 0.95).")
+    var confidenceLevel: Double?
+
+    @Option(help: "Relative change below which a significant change counts as noise (default 0.01).")
+    var noiseThreshold: Double?
+
+    @Option(help: "p-value below which a change is significant (default 0.05).")
+    var significanceLevel: Double?
+
+    @Option(help: "Seed of the bootstrap generator, so reports reproduce.")
+    var seed: UInt64?
+
+    @Option(help: "Save the results as a baseline with this name.")
+    var saveBaseline: String?
+
+    @Option(help: "Compare with the baseline of this name (exit 2 on a significant regression, 5 if it is missing).")
+    var baseline: String?
+
+    @Option(help: "Directory of baselines.")
+    var baselineDir: String = BaselineStore.defaultDirectory
+
+    @Option(help: "Output format: text (criterion's console shape), markdown (tables per group), json (JSON Lines).")
+    var format: OutputFormat = .text
+
+    @Option(help: "Comma-separated worker counts (e.g. 1,2,4): runs every thread-sensitive benchmark at each.")
+    var threads: String?
+
+    func validate() throws {
+        if let sampleSize, sampleSize < 2 { throw ValidationError("--sample-size must be at least 2 (got \(sampleSize))") }
+        if let measurementTime, !(measurementTime > 0) { throw ValidationError("--measurement-time must be a positive number of seconds (got \(measurementTime))") }
+        if let warmUpTime, !(warmUpTime > 0) { throw ValidationError("--warm-up-time must be a positive number of seconds (got \(warmUpTime))") }
+        if let resamples, resamples < 100 { throw ValidationError("--resamples must be at least 100 (got \(resamples))") }
+        if let confidenceLevel, !(confidenceLevel > 0 && confidenceLevel < 1) { throw ValidationError("--confidence-level must be strictly between 0 and 1 (got \(confidenceLevel))") }
+        if let noiseThreshold, !(noiseThreshold >= 0) { throw ValidationError("--noise-threshold must be zero or more (got \(noiseThreshold))") }
+        if let significanceLevel, !(significanceLevel > 0 && significanceLevel < 1) { throw ValidationError("--significance-level must be strictly between 0 and 1 (got \(significanceLevel))") }
+        _ = try threadCounts()
+    }
+
+    func threadCounts() throws -> [Int]? {
+        guard let threads else { return nil }
+        let parts = threads.split(separator: ",", omittingEmptySubsequences: false)
+        let counts = parts.map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, counts.allSatisfy({ ($0 ?? 0) > 0 }) else {
+            throw ValidationError("--threads takes comma-separated positive worker counts such as 1,2,4 (got '\(threads)')")
+        }
+        return counts.map { $0! }
+    }
+
+    func settings() -> MeasurementSettings {
+        var settings = quick ? MeasurementSettings.quick : MeasurementSettings()
+        if let sampleSize { settings.sampleSize = sampleSize }
+        if let measurementTime { settings.measurementNanoseconds = UInt64(measurementTime * 1e9) }
+        if let warmUpTime { settings.warmUpNanoseconds = UInt64(warmUpTime * 1e9) }
+        if let resamples { settings.resamples = resamples }
+        if let confidenceLevel { settings.confidenceLevel = confidenceLevel }
+        if let noiseThreshold { settings.noiseThreshold = noiseThreshold }
+        if let significanceLevel { settings.significanceLevel = significanceLevel }
+        if let seed { settings.seed = seed }
+        return settings
+    }
+
+    func selected(from registry: BenchmarkRegistry) throws -> [Benchmark] {
+        let skipPatterns = try skip.map { pattern in
+            do { return try Regex(pattern) } catch { throw CLIError("--skip '\(pattern)' is not a valid regular expression: \(error)") }
+        }
+        var chosen = registry.benchmarks
+        if let filter {
+            if exact {
+                chosen = chosen.filter { $0.id.description == filter }
+            } else {
+                let regex: Regex<AnyRegexOutput>
+                do { regex = try Regex(filter) } catch { throw CLIError("'\(filter)' is not a valid regular expression: \(error)") }
+                chosen = chosen.filter { $0.id.description.contains(regex) }
+            }
+            if chosen.isEmpty {
+                throw CLIError("no benchmark matches '\(filter)'\(exact ? " exactly" : ""); `spindle-bench --list` shows them all")
+            }
+        }
+        chosen = chosen.filter { benchmark in !skipPatterns.contains { benchmark.id.description.contains($0) } }
+        return chosen
+    }
+
+    mutating func run() throws {
+        var registry = BenchmarkRegistry()
+        Suites.registerAll(&registry)
+        let benchmarks: [Benchmark]
+        do {
+            benchmarks = try selected(from: registry)
+        } catch let error as CLIError {
+            Console.error(error.message)
+            throw ExitCode(1)
+        }
+        if list {
+            for benchmark in benchmarks {
+                print("\(benchmark.id)\(benchmark.sweepsThreads ? " [threads]" : "")\(benchmark.note.map { "  — \($0)" } ?? "")")
+            }
+            return
+        }
+
+        let settings = settings()
+        let allowed = (try? CPUSet.allowed().count) ?? 1
+        let fingerprint = Fingerprint.current(allowedCPUs: allowed)
+        Console.warnIfNoisy(allowedCPUs: allowed)
+
+        // Load the baseline first: a missing or corrupt one is reported before hours of work.
+        let store = BaselineStore(directory: baselineDir)
+        var baselineFile: BaselineFile?
+        if let baseline {
+            do {
+                baselineFile = try store.load(baseline)
+            } catch .missing {
+                Console.error(BaselineError.missing(name: baseline, path: store.path(for: baseline)).description)
+                throw ExitCode(5)
+            } catch {
+                Console.error(error.description)
+                throw ExitCode(1)
+            }
+            if let file = baselineFile, file.fingerprint != fingerprint {
+                Console.warning("baseline '\(baseline)' was recorded on another machine or build (\(file.fingerprint)); this run: \(fingerprint)")
+            }
+        }
+
+        let sweep = try threadCounts()
+        let runner = Runner(settings: settings, progress: Console.progress)
+        var results: [BenchmarkResult] = []
+        var failures: [String] = []
+        for benchmark in benchmarks {
+            let counts: [Int?] = benchmark.sweepsThreads ? (sweep ?? [allowed]).map { $0 } : [nil]
+            for threads in counts {
+                let samples: Samples
+                do {
+                    samples = try runner.measure(benchmark, threads: threads)
+                } catch let failure as BenchmarkCheckFailure {
+                    Console.clearProgress()
+                    let message = "FAILED \(benchmark.id)\(threads.map { " (threads: \($0))" } ?? ""): \(failure.message)"
+                    Console.error(message)
+                    failures.append(message)
+                    continue
+                }
+                Console.clearProgress()
+                var result = BenchmarkResult(analysis: Analysis(samples, settings: settings), throughput: benchmark.throughput,
+                                             note: benchmark.note)
+                if let file = baselineFile, let entry = file.entry(id: benchmark.id, threads: threads) {
+                    result.comparison = Comparison(baseline: file.name, old: entry.perIteration, new: samples.perIteration,
+                                                   settings: settings)
+                }
+                results.append(result)
+                switch format {
+                case .text: print(TextReport.render(result) + "\n")
+                case .json: print(try JSONLinesReport.line(result))
+                case .markdown: break
+                }
+                fflush(nil)  // all streams: stdout is not concurrency-safe to name in Swift 6
+            }
+        }
+        if format == .markdown {
+            print("Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\n")
+            print(MarkdownReport.render(results))
+        }
+        if let saveBaseline {
+            do {
+                try store.save(saveBaseline, results: results, fingerprint: fingerprint)
+                Console.note("saved baseline '\(saveBaseline)' to \(store.path(for: saveBaseline))")
+            } catch {
+                Console.error(error.description)
+                throw ExitCode(1)
+            }
+        }
+        if !failures.isEmpty { throw ExitCode(3) }
+        if results.contains(where: { $0.comparison?.verdict == .regressed }) { throw ExitCode(2) }
+    }
+}
+
+struct CLIError: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// stderr output: errors, warnings, and the progress line.
+enum Console {
+    static let isTerminal = isatty(STDERR_FILENO) == 1
+    nonisolated(unsafe) static var progressShown = false
+
+    static func write(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    static func error(_ message: String) { write("spindle-bench: error: \(message)\n") }
+    static func warning(_ message: String) { write("spindle-bench: warning: \(message)\n") }
+    static func note(_ message: String) { write("spindle-bench: \(message)\n") }
+
+    static func progress(_ event: RunProgress) {
+        let text: String
+        switch event {
+        case .warmingUp(let id, let threads, let seconds):
+            text = "\(id)\(threads.map { " (threads: \($0))" } ?? ""): warming up for \(String(format: "%.1f", seconds)) s"
+        case .collecting(let id, let threads, let samples, let seconds):
+            text = "\(id)\(threads.map { " (threads: \($0))" } ?? ""): collecting \(samples) samples in an estimated \(String(format: "%.1f", seconds)) s"
+        }
+        if isTerminal {
+            write("\r\u{1B}[2K" + text)
+            progressShown = true
+        } else {
+            write(text + "\n")
+        }
+    }
+
+    static func clearProgress() {
+        if isTerminal && progressShown {
+            write("\r\u{1B}[2K")
+            progressShown = false
+        }
+    }
+
+    /// Benchmarks on a busy or throttled machine, or in a debug build, mislead: say so.
+    static func warnIfNoisy(allowedCPUs: Int) {
+        #if DEBUG
+        warning("this is a debug build; its figures are meaningless. Use `swift run -c release spindle-bench`.")
+        #endif
+        if let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8),
+           let load = Double(text.split(separator: " ").first ?? "") , load > Double(allowedCPUs) * 0.5 {
+            warning("the 1-minute load average is \(load) on \(allowedCPUs) CPUs; other work will disturb the figures")
+        }
+        if let governor = try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines), governor != "performance" {
+            warning("the CPU frequency governor is '\(governor)', not 'performance'; clock changes will add noise")
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+
+/// A measured benchmark, ready to report: its analysis, optional comparison with a baseline, and
+/// the context that helps read it.
+public struct BenchmarkResult: Sendable, Codable {
+    public let analysis: Analysis
+    public let throughput: Throughput?
+    public let note: String?
+    public var comparison: Comparison?
+    /// Mallocs per iteration, when counted (an untimed pass; see AllocationCounter).
+    public var mallocsPerIteration: Double?
+
+    public init(analysis: Analysis, throughput: Throughput?, note: String?, comparison: Comparison? = nil,
+                mallocsPerIteration: Double? = nil) {
+        self.analysis = analysis
+        self.throughput = throughput
+        self.note = note
+        self.comparison = comparison
+        self.mallocsPerIteration = mallocsPerIteration
+    }
+
+    public var id: BenchmarkID { analysis.samples.id }
+    public var threads: Int? { analysis.samples.threads }
+}
+
+/// The result of comparing with a saved baseline.
+public struct Comparison: Sendable, Codable {
+    public let baseline: String
+    public let pValue: Double
+    /// Relative change of the mean time per iteration (`new/old − 1`).
+    public let meanChange: Statistics.Estimate
+    public let medianChange: Statistics.Estimate
+    public let verdict: Statistics.Verdict
+    public let significanceLevel: Double
+    public let noiseThreshold: Double
+
+    public init(baseline: String, old: [Double], new: [Double], settings: MeasurementSettings) {
+        self.baseline = baseline
+        pValue = Statistics.bootstrapWelchPValue(old, new, resamples: settings.resamples, seed: settings.seed &+ 10)
+        meanChange = Statistics.relativeChange(old: old, new: new, resamples: settings.resamples,
+                                               confidenceLevel: settings.confidenceLevel, seed: settings.seed &+ 11,
+                                               Statistics.mean)
+        medianChange = Statistics.relativeChange(old: old, new: new, resamples: settings.resamples,
+                                                 confidenceLevel: settings.confidenceLevel, seed: settings.seed &+ 12,
+                                                 Statistics.median)
+        verdict = Statistics.verdict(pValue: pValue, significanceLevel: settings.significanceLevel,
+                                     change: meanChange, noiseThreshold: settings.noiseThreshold)
+        significanceLevel = settings.significanceLevel
+        noiseThreshold = settings.noiseThreshold
+    }
+}
+
+// MARK: Formatting
+
+public enum Format {
+    /// criterion-style time: 3 significant-ish digits with ps/ns/µs/ms/s.
+    public static func time(_ nanoseconds: Double) -> String {
+        let magnitude = Swift.abs(nanoseconds)
+        let (value, unit): (Double, String)
+        switch magnitude {
+        case ..<1: (value, unit) = (nanoseconds * 1000, "ps")
+        case ..<1_000: (value, unit) = (nanoseconds, "ns")
+        case ..<1_000_000: (value, unit) = (nanoseconds / 1_000, "µs")
+        case ..<1_000_000_000: (value, unit) = (nanoseconds / 1_000_000, "ms")
+        default: (value, unit) = (nanoseconds / 1_000_000_000, "s")
+        }
+        return "\(fixed(value)) \(unit)"
+    }
+
+    /// Four significant digits, as criterion prints.
+    static func fixed(_ value: Double) -> String {
+        let magnitude = Swift.abs(value)
+        let decimals = magnitude >= 100 ? 2 : magnitude >= 10 ? 3 : 4
+        return String(format: "%.\(decimals)f", value)
+    }
+
+    public static func throughput(_ throughput: Throughput, nanosecondsPerIteration: Double) -> String {
+        let (count, unit): (Int, String)
+        switch throughput {
+        case .elements(let n): (count, unit) = (n, "elem/s")
+        case .bytes(let n): (count, unit) = (n, "B/s")
+        }
+        let perSecond = Double(count) / (nanosecondsPerIteration / 1e9)
+        let prefixes: [(Double, String)] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"), (1, "")]
+        let (scale, prefix) = prefixes.first { perSecond >= $0.0 } ?? (1, "")
+        let binaryUnit = unit == "B/s" && !prefix.isEmpty ? "\(prefix)B/s" : "\(prefix)\(unit)"
+        return "\(fixed(perSecond / scale)) \(binaryUnit)"
+    }
+
+    public static func percent(_ fraction: Double) -> String {
+        String(format: "%+.4f%%", fraction * 100)
+    }
+}
+
+public enum TextReport {
+    /// criterion's console shape for one benchmark.
+    public static func render(_ result: BenchmarkResult) -> String {
+        let analysis = result.analysis
+        let indent = String(repeating: " ", count: 24)
+        var lines: [String] = []
+        var title = result.id.description
+        if let threads = result.threads { title += " (threads: \(threads))" }
+        lines.append(title)
+        let typical = analysis.typical
+        lines.append("\(indent)time:   [\(Format.time(typical.lower)) \(Format.time(typical.point)) \(Format.time(typical.upper))]")
+        if let throughput = result.throughput {
+            // Faster time is higher throughput: the interval's ends swap.
+            lines.append("\(indent)thrpt:  [\(Format.throughput(throughput, nanosecondsPerIteration: typical.upper)) "
+                + "\(Format.throughput(throughput, nanosecondsPerIteration: typical.point)) "
+                + "\(Format.throughput(throughput, nanosecondsPerIteration: typical.lower))]")
+        }
+        if let comparison = result.comparison {
+            let change = comparison.meanChange
+            let relation = comparison.pValue < comparison.significanceLevel ? "<" : ">"
+            lines.append("\(indent)change: [\(Format.percent(change.lower)) \(Format.percent(change.point)) \(Format.percent(change.upper))] "
+                + "(p = \(String(format: "%.2f", comparison.pValue)) \(relation) \(String(format: "%.2f", comparison.significanceLevel)))")
+            switch comparison.verdict {
+            case .improved: lines.append("\(indent)Performance has improved.")
+            case .regressed: lines.append("\(indent)Performance has regressed.")
+            case .noChange: lines.append("\(indent)No change in performance detected.")
+            case .withinNoise: lines.append("\(indent)Change within noise threshold.")
+            }
+        }
+        let usage = analysis.samples.usage
+        let iterations = Double(Swift.max(analysis.samples.totalIterations, 1))
+        var resources = "\(indent)cpu/iter: user \(Format.time(Double(usage.userNanoseconds) / iterations)), "
+            + "sys \(Format.time(Double(usage.systemNanoseconds) / iterations)); "
+            + "ctx switches: \(usage.voluntaryContextSwitches) vol, \(usage.involuntaryContextSwitches) invol; "
+            + "peak RSS \(usage.peakResidentBytes / (1 << 20)) MiB"
+        if let mallocs = result.mallocsPerIteration {
+            resources += "; mallocs/iter \(String(format: "%.2f", mallocs))"
+        }
+        lines.append(resources)
+        if let r2 = analysis.rSquared {
+            lines.append("\(indent)slope R²: \(String(format: "%.7f", r2)); mean \(Format.time(analysis.mean.point)), median \(Format.time(analysis.median.point)), MAD \(Format.time(analysis.medianAbsoluteDeviation.point))")
+        }
+        let outliers = analysis.outliers
+        let n = analysis.samples.times.count
+        if outliers.total > 0 {
+            func share(_ count: Int) -> String { String(format: "%.2f%%", Double(count) * 100 / Double(n)) }
+            lines.append("Found \(outliers.total) outliers among \(n) measurements (\(share(outliers.total)))")
+            for (count, label) in [(outliers.lowSevere, "low severe"), (outliers.lowMild, "low mild"),
+                                   (outliers.highMild, "high mild"), (outliers.highSevere, "high severe")] where count > 0 {
+                lines.append("  \(count) (\(share(count))) \(label)")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+public enum MarkdownReport {
+    /// One table per group, competitors side by side: median time per iteration with its
+    /// confidence interval, throughput, and, when measured at several worker counts, the
+    /// speedup against the same benchmark's one-thread run.
+    public static func render(_ results: [BenchmarkResult]) -> String {
+        var groups: [String: [BenchmarkResult]] = [:]
+        var order: [String] = []
+        for result in results {
+            if groups[result.id.group] == nil { order.append(result.id.group) }
+            groups[result.id.group, default: []].append(result)
+        }
+        var out: [String] = []
+        for group in order {
+            let members = groups[group]!
+            let showThreads = members.contains { $0.threads != nil }
+            let showThroughput = members.contains { $0.throughput != nil }
+            let showMallocs = members.contains { $0.mallocsPerIteration != nil }
+            out.append("### \(group)")
+            out.append("")
+            var header = "| benchmark |"
+            var rule = "|---|"
+            if showThreads { header += " threads |"; rule += "---:|" }
+            header += " median | 95% CI |"
+            rule += "---:|---|"
+            if showThroughput { header += " throughput |"; rule += "---:|" }
+            if showThreads { header += " speedup |"; rule += "---:|" }
+            if showMallocs { header += " mallocs/iter |"; rule += "---:|" }
+            header += " how |"
+            rule += "---|"
+            out.append(header)
+            out.append(rule)
+            for result in members {
+                let median = result.analysis.median
+                var row = "| \(result.id.name)\(result.id.parameter.map { "/\($0)" } ?? "") |"
+                if showThreads { row += " \(result.threads.map(String.init) ?? "—") |" }
+                row += " \(Format.time(median.point)) | \(Format.time(median.lower)) – \(Format.time(median.upper)) |"
+                if showThroughput {
+                    row += " \(result.throughput.map { Format.throughput($0, nanosecondsPerIteration: median.point) } ?? "") |"
+                }
+                if showThreads {
+                    let single = members.first { $0.id == result.id && $0.threads == 1 }
+                    if let single, result.threads != nil {
+                        row += " \(String(format: "%.2f×", single.analysis.median.point / median.point)) |"
+                    } else {
+                        row += " |"
+                    }
+                }
+                if showMallocs { row += " \(result.mallocsPerIteration.map { String(format: "%.2f", $0) } ?? "") |" }
+                row += " \(result.note ?? "") |"
+                out.append(row)
+            }
+            out.append("")
+        }
+        return out.joined(separator: "\n")
+    }
+}
+
+public enum JSONLinesReport {
+    /// One JSON object per line. Schema (additive: fields may be added, never removed or
+    /// renamed): docs/benchmarking.md, "JSON Lines".
+    public static func line(_ result: BenchmarkResult) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let record = Record(id: result.id.description, group: result.id.group, name: result.id.name,
+                            parameter: result.id.parameter, result: result)
+        return String(decoding: try encoder.encode(record), as: UTF8.self)
+    }
+
+    struct Record: Encodable {
+        let type = "benchmark"
+        let id: String
+        let group: String
+        let name: String
+        let parameter: String?
+        let result: BenchmarkResult
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Testing
+
+/// Runs the spindle-bench executable built next to this test bundle.
+func runBench(_ arguments: [String], in directory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("spindle-bench")
+    let process = Process()
+    process.executableURL = binary
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
+
+@Suite("spindle-bench command line", .serialized)
+struct CLITests {
+    @Test func listsBenchmarksAndFilters() throws {
+        let all = try runBench(["--list"])
+        #expect(all.status == 0)
+        #expect(all.stdout.contains("fiber/round-trip"))
+        #expect(all.stdout.contains("W5-dag/operationqueue"))
+        let deque = try runBench(["--list", "^deque/"])
+        #expect(deque.stdout.split(separator: "\n").allSatisfy { $0.hasPrefix("deque/") })
+        let exact = try runBench(["--list", "--exact", "deque/push-pop"])
+        #expect(exact.stdout.split(separator: "\n").count == 1)
+        let skipped = try runBench(["--list", "^deque/", "--skip", "steal"])
+        #expect(!skipped.stdout.contains("steal"))
+    }
+
+    @Test(arguments: [
+        (["no-such-benchmark"], Int32(1), "no benchmark matches 'no-such-benchmark'"),
+        (["("], 1, "is not a valid regular expression"),
+        (["--sample-size", "0"], 64, "--sample-size must be at least 2"),
+        (["--measurement-time=-1"], 64, "--measurement-time must be a positive number"),
+        (["--warm-up-time", "0"], 64, "--warm-up-time must be a positive number"),
+        (["--significance-level", "1.5"], 64, "--significance-level must be strictly between 0 and 1"),
+        (["--threads", "1,0"], 64, "--threads takes comma-separated positive worker counts"),
+    ])
+    func badInputIsAOneLineErrorWithAnExitCode(arguments: [String], status: Int32, message: String) throws {
+        let result = try runBench(arguments)
+        #expect(result.status == status)
+        #expect(result.stderr.contains(message), "stderr: \(result.stderr)")
+    }
+
+    @Test func baselinesSaveCompareAndFailClearly() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spindle-cli-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let quick = ["--exact", "deque/push-pop", "--sample-size", "5", "--warm-up-time", "0.05",
+                     "--measurement-time", "0.1", "--resamples", "1000"]
+
+        let missing = try runBench(quick + ["--baseline", "nope"], in: directory)
+        #expect(missing.status == 5)
+        #expect(missing.stderr.contains("baseline 'nope' not found"))
+
+        let saved = try runBench(quick + ["--save-baseline", "base"], in: directory)
+        #expect(saved.status == 0, "stderr: \(saved.stderr)")
+        #expect(FileManager.default.fileExists(atPath: "\(directory)/.spindle-bench/baselines/base.json"))
+
+        let compared = try runBench(quick + ["--baseline", "base"], in: directory)
+        #expect([0, 2].contains(compared.status))
+        #expect(compared.stdout.contains("change: ["))
+
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: "\(directory)/.spindle-bench/baselines/bad.json"))
+        let corrupt = try runBench(quick + ["--baseline", "bad"], in: directory)
+        #expect(corrupt.status == 1)
+        #expect(corrupt.stderr.contains("is corrupt"))
+        #expect(corrupt.stderr.split(separator: "\n").filter { $0.contains("error:") }.count == 1)
+    }
+
+    @Test func jsonLinesCarryRawSamplesAndEstimates() throws {
+        let result = try runBench(["--exact", "deque/push-pop", "--sample-size", "5", "--warm-up-time", "0.05",
+                                   "--measurement-time", "0.1", "--resamples", "1000", "--format", "json"])
+        #expect(result.status == 0)
+        let line = try #require(result.stdout.split(separator: "\n").first)
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        #expect(object?["type"] as? String == "benchmark")
+        #expect(object?["id"] as? String == "deque/push-pop")
+        let body = object?["result"] as? [String: Any]
+        let analysis = body?["analysis"] as? [String: Any]
+        let samples = analysis?["samples"] as? [String: Any]
+        #expect((samples?["times"] as? [Double])?.count == 5)
+        #expect(analysis?["median"] != nil && analysis?["slope"] != nil)
+    }
+}
