@@ -33,10 +33,15 @@ let package = Package(
             name: "SpindleBenchKit",
             path: "Benchmarks/SpindleBenchKit"
         ),
+        // Counts heap allocations in spindle-bench by interposing malloc (executable only).
+        .target(
+            name: "CMallocCounter",
+            path: "Benchmarks/CMallocCounter"
+        ),
         .executableTarget(
             name: "SpindleBench",
             dependencies: [
-                "Spindle", "CSpindle", "SpindleBenchKit",
+                "Spindle", "CSpindle", "SpindleBenchKit", "CMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/SpindleBench"

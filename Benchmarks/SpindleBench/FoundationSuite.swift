@@ -1,6 +1,7 @@
 // The foundation microbenchmarks: fiber switch, fiber pool, stacks, deque.
 
 import CSpindle
+import Foundation
 @_spi(Internals) import Spindle
 import SpindleBenchKit
 
@@ -8,6 +9,12 @@ enum Suites {
     static func registerAll(_ registry: inout BenchmarkRegistry) {
         FoundationSuite.register(&registry)
         WorkloadSuite.register(&registry)
+        if ProcessInfo.processInfo.environment["SPINDLE_BENCH_SELFTEST"] == "1" {
+            // For the CLI's own tests: a benchmark whose check value is always wrong.
+            registry.register(Benchmark(BenchmarkID(group: "selftest", name: "wrong-check")) { _ in
+                { _ in throw BenchmarkCheckFailure("selftest: counter = 41, expected 42") }
+            })
+        }
     }
 }
 

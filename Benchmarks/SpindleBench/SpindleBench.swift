@@ -2,6 +2,7 @@
 // statistics. docs/benchmarking.md documents the options, the output and the baselines.
 
 import ArgumentParser
+import CMallocCounter
 import Foundation
 import Spindle
 import SpindleBenchKit
@@ -74,6 +75,9 @@ struct SpindleBench: ParsableCommand {
 
     @Option(help: "Comma-separated worker counts (e.g. 1,2,4): runs every thread-sensitive benchmark at each.")
     var threads: String?
+
+    @Flag(help: "After each benchmark, measure the process's CPU use over the next second (idle burn).")
+    var idleCPU = false
 
     func validate() throws {
         if let sampleSize, sampleSize < 2 { throw ValidationError("--sample-size must be at least 2 (got \(sampleSize))") }
@@ -171,7 +175,7 @@ struct SpindleBench: ParsableCommand {
         }
 
         let sweep = try threadCounts()
-        let runner = Runner(settings: settings, progress: Console.progress)
+        let runner = Runner(settings: settings, progress: Console.progress, allocationCounter: AllocationCounting.counter())
         var results: [BenchmarkResult] = []
         var failures: [String] = []
         for benchmark in benchmarks {
@@ -190,6 +194,7 @@ struct SpindleBench: ParsableCommand {
                 Console.clearProgress()
                 var result = BenchmarkResult(analysis: Analysis(samples, settings: settings), throughput: benchmark.throughput,
                                              note: benchmark.note)
+                if idleCPU { result.idleCPUPercent = measureIdleCPU() }
                 if let file = baselineFile, let entry = file.entry(id: benchmark.id, threads: threads) {
                     result.comparison = Comparison(baseline: file.name, old: entry.perIteration, new: samples.perIteration,
                                                    settings: settings)
@@ -218,6 +223,27 @@ struct SpindleBench: ParsableCommand {
         }
         if !failures.isEmpty { throw ExitCode(3) }
         if results.contains(where: { $0.comparison?.verdict == .regressed }) { throw ExitCode(2) }
+    }
+}
+
+/// The malloc interposer of Benchmarks/CMallocCounter, verified with a real Swift allocation
+/// (the Swift runtime calls malloc through its own PLT, which must resolve to ours).
+enum AllocationCounting {
+    final class Probe {}
+
+    static func counter() -> AllocationCounter? {
+        guard spindle_malloc_counter_available() == 1 else {
+            Console.note("heap allocations are not counted in this build (sanitizer runtimes own malloc)")
+            return nil
+        }
+        spindle_malloc_counter_start()
+        let probe = Unmanaged.passRetained(Probe())
+        probe.release()
+        guard spindle_malloc_counter_stop() >= 1 else {
+            Console.warning("the malloc interposer saw no allocation from the Swift runtime; heap allocations are not counted")
+            return nil
+        }
+        return AllocationCounter(start: spindle_malloc_counter_start, stop: { Int(spindle_malloc_counter_stop()) })
     }
 }
 

@@ -7,16 +7,17 @@ public struct BenchmarkResult: Sendable, Codable {
     public let throughput: Throughput?
     public let note: String?
     public var comparison: Comparison?
+    /// Process CPU use in the second after the benchmark ended, in percent of one CPU
+    /// (`--idle-cpu`): how much a job system burns while it has nothing to do.
+    public var idleCPUPercent: Double?
     /// Mallocs per iteration, when counted (an untimed pass; see AllocationCounter).
-    public var mallocsPerIteration: Double?
+    public var mallocsPerIteration: Double? { analysis.samples.mallocsPerIteration }
 
-    public init(analysis: Analysis, throughput: Throughput?, note: String?, comparison: Comparison? = nil,
-                mallocsPerIteration: Double? = nil) {
+    public init(analysis: Analysis, throughput: Throughput?, note: String?, comparison: Comparison? = nil) {
         self.analysis = analysis
         self.throughput = throughput
         self.note = note
         self.comparison = comparison
-        self.mallocsPerIteration = mallocsPerIteration
     }
 
     public var id: BenchmarkID { analysis.samples.id }
@@ -130,6 +131,9 @@ public enum TextReport {
         if let mallocs = result.mallocsPerIteration {
             resources += "; mallocs/iter \(String(format: "%.2f", mallocs))"
         }
+        if let idle = result.idleCPUPercent {
+            resources += "; idle CPU after: \(String(format: "%.2f", idle)) %"
+        }
         lines.append(resources)
         if let r2 = analysis.rSquared {
             lines.append("\(indent)slope R²: \(String(format: "%.7f", r2)); mean \(Format.time(analysis.mean.point)), median \(Format.time(analysis.median.point)), MAD \(Format.time(analysis.medianAbsoluteDeviation.point))")
@@ -165,6 +169,8 @@ public enum MarkdownReport {
             let showThreads = members.contains { $0.threads != nil }
             let showThroughput = members.contains { $0.throughput != nil }
             let showMallocs = members.contains { $0.mallocsPerIteration != nil }
+            let showIdle = members.contains { $0.idleCPUPercent != nil }
+            let serial = members.first { $0.id.name == "serial" && $0.threads == nil }
             out.append("### \(group)")
             out.append("")
             var header = "| benchmark |"
@@ -173,8 +179,10 @@ public enum MarkdownReport {
             header += " median | 95% CI |"
             rule += "---:|---|"
             if showThroughput { header += " throughput |"; rule += "---:|" }
-            if showThreads { header += " speedup |"; rule += "---:|" }
+            if serial != nil { header += " vs serial |"; rule += "---:|" }
+            if showThreads { header += " speedup | efficiency |"; rule += "---:|---:|" }
             if showMallocs { header += " mallocs/iter |"; rule += "---:|" }
+            if showIdle { header += " idle CPU after |"; rule += "---:|" }
             header += " how |"
             rule += "---|"
             out.append(header)
@@ -187,15 +195,21 @@ public enum MarkdownReport {
                 if showThroughput {
                     row += " \(result.throughput.map { Format.throughput($0, nanosecondsPerIteration: median.point) } ?? "") |"
                 }
+                if let serial {
+                    row += " \(String(format: "%.2f×", serial.analysis.median.point / median.point)) |"
+                }
                 if showThreads {
+                    // Speedup against the same benchmark at one worker; efficiency = speedup / workers.
                     let single = members.first { $0.id == result.id && $0.threads == 1 }
-                    if let single, result.threads != nil {
-                        row += " \(String(format: "%.2f×", single.analysis.median.point / median.point)) |"
+                    if let single, let threads = result.threads {
+                        let speedup = single.analysis.median.point / median.point
+                        row += " \(String(format: "%.2f×", speedup)) | \(String(format: "%.0f%%", speedup / Double(threads) * 100)) |"
                     } else {
-                        row += " |"
+                        row += " | |"
                     }
                 }
                 if showMallocs { row += " \(result.mallocsPerIteration.map { String(format: "%.2f", $0) } ?? "") |" }
+                if showIdle { row += " \(result.idleCPUPercent.map { String(format: "%.2f %%", $0) } ?? "") |" }
                 row += " \(result.note ?? "") |"
                 out.append(row)
             }

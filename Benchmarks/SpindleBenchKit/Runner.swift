@@ -60,6 +60,18 @@ public struct ResourceUsage: Hashable, Sendable, Codable {
     }
 }
 
+/// Counts heap allocations across the process while on (spindle-bench interposes malloc; see
+/// Benchmarks/CMallocCounter). The runner switches it on only for an untimed pass.
+public struct AllocationCounter {
+    public let start: () -> Void
+    public let stop: () -> Int
+
+    public init(start: @escaping () -> Void, stop: @escaping () -> Int) {
+        self.start = start
+        self.stop = stop
+    }
+}
+
 /// The raw result of measuring one benchmark at one worker count.
 public struct Samples: Hashable, Sendable, Codable {
     public let id: BenchmarkID
@@ -71,6 +83,8 @@ public struct Samples: Hashable, Sendable, Codable {
     public let times: [Double]
     public let usage: ResourceUsage
     public let totalIterations: Int
+    /// Heap allocations per iteration in an untimed pass after the samples (nil: not counted).
+    public var mallocsPerIteration: Double?
 
     /// Nanoseconds per iteration of each sample.
     public var perIteration: [Double] { zip(times, iterations).map { $0 / $1 } }
@@ -91,10 +105,13 @@ public enum RunProgress {
 public struct Runner {
     public var settings: MeasurementSettings
     public var progress: ((RunProgress) -> Void)?
+    public var allocationCounter: AllocationCounter?
 
-    public init(settings: MeasurementSettings, progress: ((RunProgress) -> Void)? = nil) {
+    public init(settings: MeasurementSettings, progress: ((RunProgress) -> Void)? = nil,
+                allocationCounter: AllocationCounter? = nil) {
         self.settings = settings
         self.progress = progress
+        self.allocationCounter = allocationCounter
     }
 
     public func measure(_ benchmark: Benchmark, threads: Int?) throws -> Samples {
@@ -112,8 +129,18 @@ public struct Runner {
             times.append(Double(try routine(Int(count))))
         }
         let usage = ResourceUsage.now().since(before)
-        return Samples(id: benchmark.id, threads: threads, mode: benchmark.mode, iterations: plan, times: times,
-                       usage: usage, totalIterations: Int(plan.reduce(0, +)))
+        var samples = Samples(id: benchmark.id, threads: threads, mode: benchmark.mode, iterations: plan, times: times,
+                              usage: usage, totalIterations: Int(plan.reduce(0, +)), mallocsPerIteration: nil)
+        if let counter = allocationCounter {
+            // Untimed: as many iterations as the smallest sample.
+            let iterations = Int(plan.min() ?? 1)
+            counter.start()
+            let outcome = Result { try routine(iterations) }
+            let count = counter.stop()
+            _ = try outcome.get()
+            samples.mallocsPerIteration = Double(count) / Double(iterations)
+        }
+        return samples
     }
 
     /// Mean nanoseconds per iteration over the warm-up.
@@ -146,6 +173,19 @@ public struct Runner {
             return Array(repeating: 1, count: n)
         }
     }
+}
+
+/// Process CPU time over the next `seconds`, in percent of one CPU: run right after a
+/// benchmark, it shows how much CPU the system under test burns while idle (spinning workers).
+public func measureIdleCPU(seconds: Double = 1) -> Double {
+    let before = ResourceUsage.now()
+    let start = Clock.nanoseconds()
+    var remaining = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
+    var left = timespec()
+    while nanosleep(&remaining, &left) != 0 && errno == EINTR { remaining = left }
+    let elapsed = Double(Clock.nanoseconds() - start)
+    let used = ResourceUsage.now().since(before)
+    return Double(used.userNanoseconds + used.systemNanoseconds) / elapsed * 100
 }
 
 // MARK: Analysis

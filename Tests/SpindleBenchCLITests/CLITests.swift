@@ -2,13 +2,14 @@ import Foundation
 import Testing
 
 /// Runs the spindle-bench executable built next to this test bundle.
-func runBench(_ arguments: [String], in directory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+func runBench(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         .appendingPathComponent("spindle-bench")
     let process = Process()
     process.executableURL = binary
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err
@@ -73,6 +74,13 @@ struct CLITests {
         #expect(corrupt.status == 1)
         #expect(corrupt.stderr.contains("is corrupt"))
         #expect(corrupt.stderr.split(separator: "\n").filter { $0.contains("error:") }.count == 1)
+    }
+
+    @Test func aWrongCheckValueIsAFailureNotATiming() throws {
+        let result = try runBench(["selftest", "--quick"], environment: ["SPINDLE_BENCH_SELFTEST": "1"])
+        #expect(result.status == 3)
+        #expect(result.stderr.contains("FAILED selftest/wrong-check: selftest: counter = 41, expected 42"))
+        #expect(!result.stdout.contains("time:"))
     }
 
     @Test func jsonLinesCarryRawSamplesAndEstimates() throws {
