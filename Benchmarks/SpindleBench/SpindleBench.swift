@@ -79,6 +79,9 @@ struct SpindleBench: ParsableCommand {
     @Flag(help: "After each benchmark, measure the process's CPU use over the next second (idle burn).")
     var idleCPU = false
 
+    @Option(help: "Write a self-contained HTML report with SVG plots to this directory (index.html).")
+    var html: String?
+
     func validate() throws {
         if let sampleSize, sampleSize < 2 { throw ValidationError("--sample-size must be at least 2 (got \(sampleSize))") }
         if let measurementTime, !(measurementTime > 0) { throw ValidationError("--measurement-time must be a positive number of seconds (got \(measurementTime))") }
@@ -174,6 +177,18 @@ struct SpindleBench: ParsableCommand {
             }
         }
 
+        if let html {
+            // Fail before measuring, not after: the directory must be creatable and writable.
+            let probe = "\(html)/.spindle-bench-write-test"
+            do {
+                try FileManager.default.createDirectory(atPath: html, withIntermediateDirectories: true)
+                try Data().write(to: URL(fileURLWithPath: probe))
+                try FileManager.default.removeItem(atPath: probe)
+            } catch {
+                Console.error("cannot write the HTML report to \(html): \(error.localizedDescription)")
+                throw ExitCode(1)
+            }
+        }
         let sweep = try threadCounts()
         let runner = Runner(settings: settings, progress: Console.progress, allocationCounter: AllocationCounting.counter())
         var results: [BenchmarkResult] = []
@@ -211,6 +226,15 @@ struct SpindleBench: ParsableCommand {
         if format == .markdown {
             print("Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\n")
             print(MarkdownReport.render(results))
+        }
+        if let html {
+            do {
+                try HTMLReport.write(results, title: "Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).", to: html)
+                Console.note("wrote \(html)/index.html")
+            } catch {
+                Console.error(error.description)
+                throw ExitCode(1)
+            }
         }
         if let saveBaseline {
             do {

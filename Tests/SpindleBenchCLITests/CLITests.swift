@@ -43,6 +43,7 @@ struct CLITests {
         (["--warm-up-time", "0"], 64, "--warm-up-time must be a positive number"),
         (["--significance-level", "1.5"], 64, "--significance-level must be strictly between 0 and 1"),
         (["--threads", "1,0"], 64, "--threads takes comma-separated positive worker counts"),
+        (["--html", "/proc/spindle-report", "deque/push-pop$"], 1, "cannot write the HTML report to /proc/spindle-report"),
     ])
     func badInputIsAOneLineErrorWithAnExitCode(arguments: [String], status: Int32, message: String) throws {
         let result = try runBench(arguments)
@@ -74,6 +75,21 @@ struct CLITests {
         #expect(corrupt.status == 1)
         #expect(corrupt.stderr.contains("is corrupt"))
         #expect(corrupt.stderr.split(separator: "\n").filter { $0.contains("error:") }.count == 1)
+    }
+
+    @Test func htmlReportIsOneSelfContainedFileWithPlots() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spindle-html-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try runBench(["^deque/push-pop", "--sample-size", "5", "--warm-up-time", "0.05",
+                                   "--measurement-time", "0.1", "--resamples", "1000", "--html", directory])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let html = try String(contentsOfFile: "\(directory)/index.html", encoding: .utf8)
+        #expect(html.hasPrefix("<!DOCTYPE html>"))
+        #expect(html.contains("<h2>deque</h2>"))
+        // A violin for the group, and a distribution and a regression plot per benchmark.
+        #expect(html.components(separatedBy: "<svg").count - 1 == 1 + 2 * 2)
+        #expect(html.contains("R² = "))
+        #expect(!html.contains("<script") && !html.contains("src=\"http"))
     }
 
     @Test func aWrongCheckValueIsAFailureNotATiming() throws {
