@@ -223,6 +223,7 @@ struct SpindleBench: ParsableCommand {
                 fflush(nil)  // all streams: stdout is not concurrency-safe to name in Swift 6
             }
         }
+        WorkloadSuite.annotateW5(&results, cores: allowed)
         if format == .markdown {
             print("Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\n")
             print(MarkdownReport.render(results))

@@ -120,6 +120,7 @@ enum WorkloadSuite {
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "W1-spawn", name: "taskgroup"), throughput: throughput, mode: .flat,
+                                    maxSamples: 20,
                                     note: "withTaskGroup + addTask ×1M, awaited from a detached task") { _ in
             w1Routine { counter in
                 runBlocking {
@@ -166,6 +167,7 @@ enum WorkloadSuite {
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "W2-fib", name: "async-let"), throughput: throughput, mode: .flat,
+                                    maxSamples: 20,
                                     note: "async let for fib(n−1), fib(n−2) inline, then await") { _ in
             { iterations in
                 var total: UInt64 = 0
@@ -304,6 +306,19 @@ enum WorkloadSuite {
 
     // MARK: W5 DAG
 
+    /// WORKLOADS.md's W5 figure: per-node overhead = (µs/run − ideal/cores) / 2048, with the
+    /// ideal work taken from the serial entry measured in the same run.
+    static func annotateW5(_ results: inout [BenchmarkResult], cores: Int) {
+        guard let serial = results.first(where: { $0.id == BenchmarkID(group: "W5-dag", name: "serial") }) else { return }
+        let runs = Double(Workloads.w5RunsPerSample)
+        let ideal = serial.analysis.median.point / runs
+        for index in results.indices where results[index].id.group == "W5-dag" && results[index].id.name != "serial" {
+            let perRun = results[index].analysis.median.point / runs
+            let overhead = (perRun - ideal / Double(cores)) / Double(Workloads.w5Nodes)
+            results[index].note = (results[index].note ?? "") + "; per-node overhead \(Format.time(overhead)) (\(cores) cores)"
+        }
+    }
+
     struct Graph: @unchecked Sendable {
         // SAFETY: read-only after construction.
         let deps: [[Int]]
@@ -372,7 +387,7 @@ enum WorkloadSuite {
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "W5-dag", name: "operationqueue"), throughput: throughput, mode: .flat,
-                                    maxSamples: 20,
+                                    maxSamples: 10,
                                     note: "BlockOperation per node + addDependency (operations run once: 50 graphs built untimed per sample); \(k)") { _ in
             let queue = OperationQueue()
             let graph = try Graph()
@@ -516,7 +531,7 @@ enum WorkloadSuite {
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "W7-nested", name: "taskgroup"), throughput: throughput, mode: .flat,
-                                    maxSamples: 10,
+                                    maxSamples: 5,
                                     note: "withTaskGroup of 256 tasks, each a withTaskGroup of 4096 tasks (one element each)") { _ in
             w7Routine { a, out in
                 let input = a

@@ -5,7 +5,7 @@ import Foundation
 public struct BenchmarkResult: Sendable, Codable {
     public let analysis: Analysis
     public let throughput: Throughput?
-    public let note: String?
+    public var note: String?
     public var comparison: Comparison?
     /// Process CPU use in the second after the benchmark ended, in percent of one CPU
     /// (`--idle-cpu`): how much a job system burns while it has nothing to do.
@@ -178,7 +178,7 @@ public enum MarkdownReport {
             if showThreads { header += " threads |"; rule += "---:|" }
             header += " median | 95% CI |"
             rule += "---:|---|"
-            if showThroughput { header += " throughput |"; rule += "---:|" }
+            if showThroughput { header += " throughput | per unit |"; rule += "---:|---:|" }
             if serial != nil { header += " vs serial |"; rule += "---:|" }
             if showThreads { header += " speedup | efficiency |"; rule += "---:|---:|" }
             if showMallocs { header += " mallocs/iter |"; rule += "---:|" }
@@ -194,6 +194,12 @@ public enum MarkdownReport {
                 row += " \(Format.time(median.point)) | \(Format.time(median.lower)) – \(Format.time(median.upper)) |"
                 if showThroughput {
                     row += " \(result.throughput.map { Format.throughput($0, nanosecondsPerIteration: median.point) } ?? "") |"
+                    // Median time per unit of work: ns/job, ns/task, ns/node, ns/hop, or per byte.
+                    switch result.throughput {
+                    case .elements(let n)?: row += " \(Format.time(median.point / Double(n))) |"
+                    case .bytes(let n)?: row += " \(Format.time(median.point / Double(n)))/B |"
+                    case nil: row += " |"
+                    }
                 }
                 if let serial {
                     row += " \(String(format: "%.2f×", serial.analysis.median.point / median.point)) |"
