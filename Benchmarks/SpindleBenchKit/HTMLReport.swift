@@ -85,7 +85,7 @@ public enum HTMLReport {
     }
 
     struct Frame {
-        let width = 420.0, height = 240.0, left = 60.0, right = 15.0, top = 15.0, bottom = 40.0
+        let width = 440.0, height = 240.0, left = 84.0, right = 34.0, top = 15.0, bottom = 40.0
         let xMin: Double, xMax: Double, yMin: Double, yMax: Double
 
         func x(_ value: Double) -> Double {
@@ -164,7 +164,7 @@ public enum HTMLReport {
         let pad = Swift.max((high - low) * 0.05, high * 0.001, 1e-9)
         let rowHeight = 46.0
         let height = 40 + rowHeight * Double(members.count)
-        let width = 720.0, left = 230.0, right = 20.0
+        let width = 860.0, left = 330.0, right = 48.0
         func x(_ value: Double) -> Double { left + (value - (low - pad)) / (high - low + 2 * pad) * (width - left - right) }
         var content = ""
         for (row, member) in members.enumerated() {
