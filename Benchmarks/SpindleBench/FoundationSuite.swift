@@ -14,6 +14,10 @@ enum Suites {
             registry.register(Benchmark(BenchmarkID(group: "selftest", name: "wrong-check")) { _ in
                 { _ in throw BenchmarkCheckFailure("selftest: counter = 41, expected 42") }
             })
+            // A synthetic sweep: one iteration "takes" 1 µs divided by the worker count.
+            registry.register(Benchmark(BenchmarkID(group: "selftest", name: "sweep"), sweepsThreads: true) { threads in
+                { iterations in UInt64(iterations * 1000 / Swift.max(threads, 1)) }
+            })
         }
     }
 }

@@ -338,8 +338,12 @@ enum WorkloadSuite {
         }
     }
 
-    /// Runs `run` 50 times per iteration, checking each run's XOR against the serial reference.
-    static func w5Routine(_ run: @escaping (Graph, SharedBuffer<UInt64>) -> Void) throws -> Routine {
+    /// Runs the graph 50 times per iteration, checking each run's XOR against the serial
+    /// reference. `prepare` runs untimed before each run (peers whose graphs run only once
+    /// rebuild them there); `run` is timed.
+    static func w5Routine<Prepared>(
+        prepare: @escaping (Graph, SharedBuffer<UInt64>) -> Prepared, run: @escaping (Prepared) -> Void
+    ) throws -> Routine {
         let graph = try Graph()
         let values = SharedBuffer<UInt64>(repeating: 0, count: Workloads.w5Nodes)
         let expected = Workloads.w5Serial(deps: graph.deps, values: values.pointer, k: graph.k)
@@ -348,7 +352,8 @@ enum WorkloadSuite {
             for _ in 0..<iterations {
                 for _ in 0..<Workloads.w5RunsPerSample {
                     values.pointer.update(repeating: 0)
-                    total &+= Clock.measure { run(graph, values) }
+                    let prepared = prepare(graph, values)
+                    total &+= Clock.measure { run(prepared) }
                     let xor = values.pointer.reduce(0, ^)
                     guard xor == expected else {
                         throw BenchmarkCheckFailure("W5: XOR of values = \(xor), expected \(expected) (K = \(graph.k))")
@@ -357,6 +362,10 @@ enum WorkloadSuite {
             }
             return total
         }
+    }
+
+    static func w5Routine(_ run: @escaping (Graph, SharedBuffer<UInt64>) -> Void) throws -> Routine {
+        try w5Routine(prepare: { ($0, $1) }, run: run)
     }
 
     static func registerW5(_ registry: inout BenchmarkRegistry) {
@@ -390,34 +399,20 @@ enum WorkloadSuite {
                                     maxSamples: 10,
                                     note: "BlockOperation per node + addDependency (operations run once: 50 graphs built untimed per sample); \(k)") { _ in
             let queue = OperationQueue()
-            let graph = try Graph()
-            let values = SharedBuffer<UInt64>(repeating: 0, count: Workloads.w5Nodes)
-            let expected = Workloads.w5Serial(deps: graph.deps, values: values.pointer, k: graph.k)
-            return { iterations in
-                var total: UInt64 = 0
-                for _ in 0..<iterations {
-                    for _ in 0..<Workloads.w5RunsPerSample {
-                        values.pointer.update(repeating: 0)
-                        var operations: [BlockOperation] = []
-                        operations.reserveCapacity(Workloads.w5Nodes)
-                        for id in 0..<Workloads.w5Nodes {
-                            let operation = BlockOperation {
-                                Workloads.w5Node(id, deps: graph.deps[id], values: values.pointer, k: graph.k)
-                            }
-                            for d in graph.deps[id] { operation.addDependency(operations[d]) }
-                            operations.append(operation)
-                        }
-                        total &+= Clock.measure {
-                            queue.addOperations(operations, waitUntilFinished: true)
-                        }
-                        let xor = values.pointer.reduce(0, ^)
-                        guard xor == expected else {
-                            throw BenchmarkCheckFailure("W5: XOR of values = \(xor), expected \(expected)")
-                        }
+            return try w5Routine(prepare: { graph, values in
+                var operations: [BlockOperation] = []
+                operations.reserveCapacity(Workloads.w5Nodes)
+                for id in 0..<Workloads.w5Nodes {
+                    let operation = BlockOperation {
+                        Workloads.w5Node(id, deps: graph.deps[id], values: values.pointer, k: graph.k)
                     }
+                    for d in graph.deps[id] { operation.addDependency(operations[d]) }
+                    operations.append(operation)
                 }
-                return total
-            }
+                return operations
+            }, run: { operations in
+                queue.addOperations(operations, waitUntilFinished: true)
+            })
         })
         registry.register(Benchmark(BenchmarkID(group: "W5-dag", name: "tasks"), throughput: throughput, mode: .flat,
                                     note: "one Task per node awaiting its dependencies' tasks (Tasks run once: created in the timed run); \(k)") { _ in

@@ -143,17 +143,22 @@ public struct Runner {
         return samples
     }
 
-    /// Mean nanoseconds per iteration over the warm-up.
+    /// Mean nanoseconds per iteration over the warm-up. Stops when the wall-clock warm-up time
+    /// is spent or when the routine's measured time alone covers it (a routine may time only
+    /// part of what it does, or report time it did not spend, as synthetic tests do).
     func warmUp(_ routine: Routine) throws -> Double {
         let start = Clock.nanoseconds()
         var iterations = 1
         var totalIterations = 0
         var totalTime: UInt64 = 0
-        repeat {
-            totalTime &+= try routine(iterations)
+        while true {
+            totalTime = totalTime.addingReportingOverflow(try routine(iterations)).partialValue
             totalIterations += iterations
-            iterations = Swift.min(iterations * 2, 1 << 40)
-        } while Clock.nanoseconds() &- start < settings.warmUpNanoseconds
+            if Clock.nanoseconds() &- start >= settings.warmUpNanoseconds || totalTime >= settings.warmUpNanoseconds {
+                break
+            }
+            iterations = Swift.min(iterations * 2, 1 << 32)
+        }
         return Swift.max(Double(totalTime) / Double(totalIterations), 0.001)
     }
 

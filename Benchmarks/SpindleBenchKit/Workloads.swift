@@ -54,11 +54,16 @@ public enum Workloads {
 
     /// Σ Double(out[i]) in index order, printed %.6e, must be 4.903393e+06.
     public static func checkW4(_ out: UnsafeBufferPointer<Float>) throws {
+        try checkSum(out, printed: w4Expected, workload: "W4")
+    }
+
+    /// The W4/W7 check: Σ Double(out[i]) in index order, printed `%.6e`, equals `printed`.
+    static func checkSum(_ out: UnsafeBufferPointer<Float>, printed expected: String, workload: String) throws {
         var sum = 0.0
         for value in out { sum += Double(value) }
         let printed = String(format: "%.6e", sum)
-        guard printed == w4Expected else {
-            throw BenchmarkCheckFailure("W4: Σ out = \(printed), expected \(w4Expected)")
+        guard printed == expected else {
+            throw BenchmarkCheckFailure("\(workload): Σ out = \(printed), expected \(expected)")
         }
     }
 
@@ -168,11 +173,6 @@ public enum Workloads {
     }
 
     public static func checkW7(_ out: UnsafeBufferPointer<Float>) throws {
-        var sum = 0.0
-        for value in out { sum += Double(value) }
-        let printed = String(format: "%.6e", sum)
-        guard printed == w7Expected else {
-            throw BenchmarkCheckFailure("W7: Σ out = \(printed), expected \(w7Expected)")
-        }
+        try checkSum(out, printed: w7Expected, workload: "W7")
     }
 }

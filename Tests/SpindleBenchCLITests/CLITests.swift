@@ -93,10 +93,23 @@ struct CLITests {
     }
 
     @Test func aWrongCheckValueIsAFailureNotATiming() throws {
-        let result = try runBench(["selftest", "--quick"], environment: ["SPINDLE_BENCH_SELFTEST": "1"])
+        let result = try runBench(["--exact", "selftest/wrong-check", "--quick"], environment: ["SPINDLE_BENCH_SELFTEST": "1"])
         #expect(result.status == 3)
         #expect(result.stderr.contains("FAILED selftest/wrong-check: selftest: counter = 41, expected 42"))
         #expect(!result.stdout.contains("time:"))
+    }
+
+    @Test func threadSweepsReportSpeedupAndEfficiency() throws {
+        let result = try runBench(["selftest/sweep", "--threads", "1,2,4", "--sample-size", "5", "--warm-up-time", "0.05",
+                                   "--measurement-time", "0.1", "--resamples", "1000", "--format", "markdown"],
+                                  environment: ["SPINDLE_BENCH_SELFTEST": "1"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("| threads |") && result.stdout.contains("| speedup | efficiency |"))
+        let rows = result.stdout.split(separator: "\n").filter { $0.hasPrefix("| sweep |") }
+        #expect(rows.count == 3)
+        // The synthetic routine scales perfectly: 2.00× at 2 workers, 4.00× at 4, 100 % efficiency.
+        #expect(rows.contains { $0.contains("| 2 |") && $0.contains("2.00×") && $0.contains("100%") })
+        #expect(rows.contains { $0.contains("| 4 |") && $0.contains("4.00×") && $0.contains("100%") })
     }
 
     @Test func jsonLinesCarryRawSamplesAndEstimates() throws {
