@@ -157,35 +157,46 @@ public enum HTMLReport {
         return frame.svg(content)
     }
 
-    /// One horizontal violin per competitor, on a shared time axis, with the median marked.
+    /// One horizontal violin per competitor, on a shared time axis, with the median marked. When
+    /// the competitors differ by more than 10×, the axis (and each density) is logarithmic, so
+    /// the fast ones do not collapse into a line next to the slow ones.
     static func violin(_ members: [BenchmarkResult]) -> String {
-        let all = members.flatMap { $0.analysis.samples.perIteration }
-        let low = all.min() ?? 0, high = all.max() ?? 1
-        let pad = Swift.max((high - low) * 0.05, high * 0.001, 1e-9)
+        let all = members.flatMap { $0.analysis.samples.perIteration }.filter { $0 > 0 }
+        let smallest = all.min() ?? 1, largest = all.max() ?? 1
+        let logarithmic = largest / smallest > 10
+        func t(_ value: Double) -> Double { logarithmic ? log10(Swift.max(value, 1e-12)) : value }
+        func inverse(_ value: Double) -> Double { logarithmic ? pow(10, value) : value }
+        let low = t(smallest), high = t(largest)
+        let pad = Swift.max((high - low) * 0.05, Swift.abs(high) * 0.001, 1e-9)
+        let axisLow = logarithmic ? low - pad : Swift.max(low - pad, 0)
+        let axisHigh = high + pad
         let rowHeight = 46.0
         let height = 40 + rowHeight * Double(members.count)
         let width = 860.0, left = 330.0, right = 48.0
-        func x(_ value: Double) -> Double { left + (value - (low - pad)) / (high - low + 2 * pad) * (width - left - right) }
+        func x(_ transformed: Double) -> Double { left + (transformed - axisLow) / (axisHigh - axisLow) * (width - left - right) }
         var content = ""
         for (row, member) in members.enumerated() {
-            let values = member.analysis.samples.perIteration
+            let values = member.analysis.samples.perIteration.map(t)
             let center = 20 + rowHeight * (Double(row) + 0.5)
             let vlow = values.min() ?? 0, vhigh = values.max() ?? 0
-            let vpad = Swift.max((vhigh - vlow) * 0.1, vhigh * 0.001, 1e-9)
+            let vpad = Swift.max((vhigh - vlow) * 0.1, Swift.abs(vhigh) * 0.001, 1e-9)
             let xs = (0..<80).map { vlow - vpad + (vhigh - vlow + 2 * vpad) * Double($0) / 79 }
             let ys = density(values, at: xs)
-            let peak = ys.max() ?? 1
+            let peak = Swift.max(ys.max() ?? 1, 1e-300)
             let upper = zip(xs, ys).map { "\(x($0)),\(center - $1 / peak * rowHeight * 0.42)" }
             let lower = zip(xs, ys).reversed().map { "\(x($0)),\(center + $1 / peak * rowHeight * 0.42)" }
             content += "<polygon points=\"\((upper + lower).joined(separator: " "))\" fill=\"#1f77b4\" fill-opacity=\"0.35\" stroke=\"#1f77b4\"/>"
             let median = member.analysis.median.point
-            content += "<line x1=\"\(x(median))\" y1=\"\(center - rowHeight * 0.4)\" x2=\"\(x(median))\" y2=\"\(center + rowHeight * 0.4)\" stroke=\"#d62728\" stroke-width=\"2\"/>"
+            content += "<line x1=\"\(x(t(median)))\" y1=\"\(center - rowHeight * 0.4)\" x2=\"\(x(t(median)))\" y2=\"\(center + rowHeight * 0.4)\" stroke=\"#d62728\" stroke-width=\"2\"/>"
             let label = member.id.name + (member.id.parameter.map { "/\($0)" } ?? "") + (member.threads.map { " ×\($0)" } ?? "")
             content += "<text x=\"\(left - 8)\" y=\"\(center + 4)\" text-anchor=\"end\">\(escape(label)) (\(escape(Format.time(median))))</text>"
         }
         for i in 0...4 {
-            let value = low - pad + (high - low + 2 * pad) * Double(i) / 4
-            content += "<text x=\"\(x(value))\" y=\"\(height - 6)\" text-anchor=\"middle\">\(escape(Format.time(value)))</text>"
+            let value = axisLow + (axisHigh - axisLow) * Double(i) / 4
+            content += "<text x=\"\(x(value))\" y=\"\(height - 6)\" text-anchor=\"middle\">\(escape(Format.time(inverse(value))))</text>"
+        }
+        if logarithmic {
+            content += "<text x=\"\(width - right)\" y=\"14\" text-anchor=\"end\">log scale</text>"
         }
         return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\">\(content)</svg>"
     }
