@@ -88,6 +88,12 @@ public enum Format {
         return "\(fixed(perSecond / scale)) \(binaryUnit)"
     }
 
+    /// A speed ratio: two decimals from 0.1× up, three significant digits below, so a peer a
+    /// thousand times slower reads 0.00107×, not 0.00×.
+    public static func ratio(_ value: Double) -> String {
+        value >= 0.1 ? String(format: "%.2f×", value) : String(format: "%.3g×", value)
+    }
+
     public static func percent(_ fraction: Double) -> String {
         String(format: "%+.4f%%", fraction * 100)
     }
@@ -202,7 +208,7 @@ public enum MarkdownReport {
                     }
                 }
                 if let serial {
-                    row += " \(String(format: "%.2f×", serial.analysis.median.point / median.point)) |"
+                    row += " \(Format.ratio(serial.analysis.median.point / median.point)) |"
                 }
                 if showThreads {
                     // Speedup against the same benchmark at one worker; efficiency = speedup / workers.

@@ -5,6 +5,7 @@
 #include "CSpindle.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -25,5 +26,13 @@ int spindle_thread_set_name(const char *name) {
 int spindle_sched_getcpu(void) { return sched_getcpu(); }
 
 pid_t spindle_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+long spindle_futex_wait(uint32_t *address, uint32_t expected, const struct timespec *timeout) {
+  return syscall(SYS_futex, address, FUTEX_WAIT_PRIVATE, expected, timeout, NULL, 0);
+}
+
+long spindle_futex_wake(uint32_t *address, int count) {
+  return syscall(SYS_futex, address, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
 
 int spindle_errno(void) { return errno; }

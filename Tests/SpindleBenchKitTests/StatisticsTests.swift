@@ -85,4 +85,13 @@ struct StatisticsTests {
         let faster = Statistics.Estimate(point: -0.2, lower: -0.25, upper: -0.15, confidenceLevel: 0.95)
         #expect(Statistics.verdict(pValue: 0.001, significanceLevel: 0.05, change: faster, noiseThreshold: 0.01) == .improved)
     }
+
+    @Test func formatting() {
+        #expect(Format.time(17.409) == "17.409 ns")
+        #expect(Format.time(12_584) == "12.584 µs")
+        #expect(Format.time(1_509_500_000) == "1.5095 s")
+        #expect(Format.ratio(1.957) == "1.96×")
+        #expect(Format.ratio(0.001069) == "0.00107×")
+        #expect(Format.throughput(.elements(1_000_000), nanosecondsPerIteration: 345_940_000) == "2.8907 Melem/s")
+    }
 }

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 // Nullability qualifiers are clang's; other C compilers (the aarch64 cross check in
 // Tests/ContextSwitchCheck uses gcc) read this header without them.
@@ -223,6 +224,13 @@ int spindle_thread_set_name(const char *_Nonnull name);
 int spindle_sched_getcpu(void);
 /// gettid().
 pid_t spindle_gettid(void);
+/// futex(FUTEX_WAIT_PRIVATE): sleeps while *address == expected, until woken or `timeout`
+/// (relative; NULL: none) passes. 0 when woken (or spuriously), -1 with errno (EAGAIN: the value
+/// differed; ETIMEDOUT; EINTR). glibc's syscall() is variadic, which Swift cannot call.
+long spindle_futex_wait(uint32_t *_Nonnull address, uint32_t expected,
+                        const struct timespec *_Nullable timeout);
+/// futex(FUTEX_WAKE_PRIVATE): wakes up to `count` waiters; returns how many were woken.
+long spindle_futex_wake(uint32_t *_Nonnull address, int count);
 /// errno of the calling thread, for C callers' results (Swift reads errno itself).
 int spindle_errno(void);
 
