@@ -72,6 +72,21 @@ func chunk(_ index: Int, of chunks: Int, count: Int) -> Range<Int> {
     return Swift.min(index * size, count)..<Swift.min((index + 1) * size, count)
 }
 
+/// Runs `body(0..<chunks)` as one TaskGroup child per chunk, from a blocked outside thread.
+func taskGroupChunks(_ chunks: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    runBlocking {
+        await withTaskGroup(of: Void.self) { group in
+            for c in 0..<chunks { group.addTask { body(c) } }
+        }
+    }
+}
+
+/// Runs `body(0..<chunks)` as one BlockOperation per chunk and waits for all of them.
+func operationQueueChunks(_ queue: OperationQueue, _ chunks: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    for c in 0..<chunks { queue.addOperation { body(c) } }
+    queue.waitUntilAllOperationsAreFinished()
+}
+
 enum WorkloadSuite {
     static func register(_ registry: inout BenchmarkRegistry) {
         registerW1(&registry)
@@ -221,25 +236,16 @@ enum WorkloadSuite {
         registry.register(Benchmark(BenchmarkID(group: "W3-axpy", name: "taskgroup"), throughput: throughput, mode: .flat,
                                     note: "withTaskGroup, one task per chunk of 64 Ki elements") { _ in
             axpyRoutine { x, y in
-                let input = x
-                runBlocking {
-                    await withTaskGroup(of: Void.self) { group in
-                        for c in 0..<chunks {
-                            group.addTask { Workloads.axpy(input.readOnly, y.pointer, chunk(c, of: chunks, count: count)) }
-                        }
-                    }
-                }
+                taskGroupChunks(chunks) { c in Workloads.axpy(x.readOnly, y.pointer, chunk(c, of: chunks, count: count)) }
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "W3-axpy", name: "operationqueue"), throughput: throughput, mode: .flat,
                                     note: "one BlockOperation per chunk of 64 Ki elements, waitUntilAllOperationsAreFinished") { _ in
             let queue = OperationQueue()
             return axpyRoutine { x, y in
-                let input = x
-                for c in 0..<chunks {
-                    queue.addOperation { Workloads.axpy(input.readOnly, y.pointer, chunk(c, of: chunks, count: count)) }
+                operationQueueChunks(queue, chunks) { c in
+                    Workloads.axpy(x.readOnly, y.pointer, chunk(c, of: chunks, count: count))
                 }
-                queue.waitUntilAllOperationsAreFinished()
             }
         })
     }
@@ -277,15 +283,8 @@ enum WorkloadSuite {
         registry.register(Benchmark(BenchmarkID(group: "W4-compute", name: "taskgroup"), throughput: throughput, mode: .flat,
                                     note: "withTaskGroup, one task per chunk of 16 Ki elements") { _ in
             w4Routine { x, out in
-                let input = x
-                runBlocking {
-                    await withTaskGroup(of: Void.self) { group in
-                        for c in 0..<chunks {
-                            group.addTask {
-                                for i in chunk(c, of: chunks, count: count) { out.pointer[i] = Workloads.w4Element(input.pointer[i]) }
-                            }
-                        }
-                    }
+                taskGroupChunks(chunks) { c in
+                    for i in chunk(c, of: chunks, count: count) { out.pointer[i] = Workloads.w4Element(x.pointer[i]) }
                 }
             }
         })
@@ -293,13 +292,9 @@ enum WorkloadSuite {
                                     note: "one BlockOperation per chunk of 16 Ki elements") { _ in
             let queue = OperationQueue()
             return w4Routine { x, out in
-                let input = x
-                for c in 0..<chunks {
-                    queue.addOperation {
-                        for i in chunk(c, of: chunks, count: count) { out.pointer[i] = Workloads.w4Element(input.pointer[i]) }
-                    }
+                operationQueueChunks(queue, chunks) { c in
+                    for i in chunk(c, of: chunks, count: count) { out.pointer[i] = Workloads.w4Element(x.pointer[i]) }
                 }
-                queue.waitUntilAllOperationsAreFinished()
             }
         })
     }
@@ -528,8 +523,7 @@ enum WorkloadSuite {
         registry.register(Benchmark(BenchmarkID(group: "W7-nested", name: "taskgroup"), throughput: throughput, mode: .flat,
                                     maxSamples: 5,
                                     note: "withTaskGroup of 256 tasks, each a withTaskGroup of 4096 tasks (one element each)") { _ in
-            w7Routine { a, out in
-                let input = a
+            w7Routine { input, out in
                 runBlocking {
                     await withTaskGroup(of: Void.self) { outerGroup in
                         for o in 0..<outer {
