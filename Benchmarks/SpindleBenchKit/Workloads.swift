@@ -76,20 +76,13 @@ public enum Workloads {
 
     /// Dependencies of every node (empty for layer 0), drawn from one splitmix64 stream.
     public static func w5Dependencies() -> [[Int]] {
-        var state: UInt64 = 42
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var stream = SplitMix64(seed: 42)  // WORKLOADS.md's generator: one stream for the whole graph
         var deps = [[Int]](repeating: [], count: w5Nodes)
         for layer in 1..<w5Layers {
             for j in 0..<w5Width {
                 var list: [Int] = []
                 while list.count < 4 {
-                    let d = (layer - 1) * w5Width + Int(next() % UInt64(w5Width))
+                    let d = (layer - 1) * w5Width + Int(stream.next() % UInt64(w5Width))
                     if !list.contains(d) { list.append(d) }
                 }
                 deps[layer * w5Width + j] = list

@@ -19,9 +19,6 @@ func appendAround(_ entries: inout [String], _ body: () -> Void) {
     entries.append("end")
 }
 
-private func caller(_ pointer: UnsafeMutableRawPointer?) -> Fiber {
-    Fiber(control: pointer!.assumingMemoryBound(to: spindle_fiber_t.self))
-}
 
 /// Runs `body` with the inline fast switch (the release build's path) or the checked one.
 /// In a release build the switch is never checked, so `checked: true` runs the fast path too.

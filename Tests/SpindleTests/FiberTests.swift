@@ -9,10 +9,6 @@ import Testing
 private func word(_ value: Int) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: value) }
 private func value(_ pointer: UnsafeMutableRawPointer?) -> Int { Int(bitPattern: pointer) }
 
-/// The context a fiber should switch back to, passed as the switch argument by whoever resumes it.
-private func caller(_ pointer: UnsafeMutableRawPointer?) -> Fiber {
-    Fiber(control: pointer!.assumingMemoryBound(to: spindle_fiber_t.self))
-}
 
 @Suite("Fibers: switching, migration, stacks")
 struct FiberTests {

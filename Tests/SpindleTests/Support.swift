@@ -1,4 +1,5 @@
-@testable import Spindle
+import CSpindle
+@testable @_spi(Internals) import Spindle
 import Foundation
 import Testing
 
@@ -115,4 +116,9 @@ final class Locked<Value>: @unchecked Sendable {
     func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         try lock.withLock { try body(&value) }
     }
+}
+
+/// The context a fiber should switch back to, passed as the switch argument by whoever resumes it.
+func caller(_ pointer: UnsafeMutableRawPointer?) -> Fiber {
+    Fiber(control: pointer!.assumingMemoryBound(to: spindle_fiber_t.self))
 }

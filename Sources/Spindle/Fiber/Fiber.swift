@@ -231,9 +231,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
         precondition(!isThreadContext && (state == .ready || state == .finished),
                      "releasing stack pages of a fiber that is \(state)")
         guard canaryAddress.load(as: UInt64.self) != Self.canary else { return false }
-        let bottom = control.pointee.stack_bottom!
-        _ = madvise(bottom, canaryAddress - bottom, MADV_DONTNEED)
-        canaryAddress.storeBytes(of: Self.canary, as: UInt64.self)
+        dropPagesBelowResidentBudget()
         return true
     }
 
@@ -242,6 +240,12 @@ public struct Fiber: Hashable, @unchecked Sendable {
     func releaseAllDeepStackPages() {
         precondition(!isThreadContext && (state == .ready || state == .finished),
                      "releasing stack pages of a fiber that is \(state)")
+        dropPagesBelowResidentBudget()
+    }
+
+    /// `madvise(MADV_DONTNEED)` on the stack below the resident budget, then re-arms the canary
+    /// (its page lies inside the budget, so it survives).
+    private func dropPagesBelowResidentBudget() {
         let bottom = control.pointee.stack_bottom!
         _ = madvise(bottom, canaryAddress - bottom, MADV_DONTNEED)
         canaryAddress.storeBytes(of: Self.canary, as: UInt64.self)

@@ -41,14 +41,7 @@ func retryingSyscall(
         let result = body()
         if result != -1 { return result }
         let error = Glibc.errno
-        switch error {
-        case EINTR:
-            continue
-        case EFAULT, EBADF:
-            preconditionFailure("\(call): errno \(error) means Spindle passed a bad argument (a bug in Spindle)")
-        default:
-            throw SystemError(call: "\(call)", errno: error)
-        }
+        if error != EINTR { throw failure(call, error) }
     }
 }
 
@@ -62,15 +55,17 @@ func retryingErrnoReturning(
 ) throws(SystemError) -> Void {
     while true {
         let error = body()
-        switch error {
-        case 0:
-            return
-        case EINTR:
-            continue
-        case EFAULT, EBADF:
-            preconditionFailure("\(call): errno \(error) means Spindle passed a bad argument (a bug in Spindle)")
-        default:
-            throw SystemError(call: "\(call)", errno: error)
-        }
+        if error == 0 { return }
+        if error != EINTR { throw failure(call, error) }
     }
+}
+
+/// The one errno classification: `EFAULT` and `EBADF` mean Spindle passed a bad pointer or
+/// descriptor, a bug of ours, so they trap; everything else becomes a `SystemError`.
+@usableFromInline
+func failure(_ call: StaticString, _ error: CInt) -> SystemError {
+    if error == EFAULT || error == EBADF {
+        preconditionFailure("\(call): errno \(error) means Spindle passed a bad argument (a bug in Spindle)")
+    }
+    return SystemError(call: "\(call)", errno: error)
 }
