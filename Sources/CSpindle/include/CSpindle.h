@@ -231,6 +231,14 @@ long spindle_futex_wait(uint32_t *_Nonnull address, uint32_t expected,
                         const struct timespec *_Nullable timeout);
 /// futex(FUTEX_WAKE_PRIVATE): wakes up to `count` waiters; returns how many were woken.
 long spindle_futex_wake(uint32_t *_Nonnull address, int count);
+/// A spin-wait hint to the CPU (x86 `pause`, aarch64 `yield`).
+static inline __attribute__((always_inline)) void spindle_cpu_relax(void) {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
 /// errno of the calling thread, for C callers' results (Swift reads errno itself).
 int spindle_errno(void);
 

@@ -1,0 +1,160 @@
+import Synchronization
+
+/// What a running job uses to spawn, wait and join: handed to every job body.
+///
+/// A context belongs to the job it was handed to and is valid only while that job runs, on
+/// whatever worker runs it (after a wait the job may continue on another worker, and the context
+/// follows it). It is not `Sendable`, so Swift rejects capturing it in another job's closure:
+/// each job and each `join` half gets a context of its own.
+///
+/// Members that may switch fibers say so; none blocks the worker thread.
+public struct JobContext {
+    @usableFromInline let state: UnsafeMutablePointer<FiberState>
+
+    @inlinable
+    init(state: UnsafeMutablePointer<FiberState>) {
+        self.state = state
+    }
+
+    @usableFromInline var scheduler: Scheduler { state.pointee.worker.pointee.scheduler }
+
+    /// The index of the worker running this job now (it may change after a wait).
+    public var workerIndex: Int { state.pointee.worker.pointee.index }
+
+    /// The priority of the running job.
+    public var priority: Priority { Priority(rawValue: state.pointee.priority)! }
+
+    // MARK: Spawning
+
+    /// Submits `body` as a job on this worker's deque (where idle workers may steal it) and
+    /// returns the counter that reaches zero when it is done.
+    ///
+    /// - Parameters: as for `JobSystem.run(priority:affinity:counter:_:)`.
+    /// - Complexity: O(1); never blocks or switches fibers; no heap allocation when `counter` is
+    ///   given (the record comes from the worker's frame allocator).
+    @discardableResult
+    public func run(
+        priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        _ body: @escaping @Sendable (JobContext) -> Void
+    ) -> JobCounter {
+        let counter = counter ?? JobCounter()
+        counter.increment()
+        let worker = state.pointee.worker
+        let scheduler = worker.pointee.scheduler
+        let record = worker.pointee.arena.allocate(size: MemoryLayout<RunRecord>.stride, pool: scheduler.chunks)
+        Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
+        scheduler.push(record, priority: priority.rawValue, on: worker)
+        return counter
+    }
+
+    /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.
+    /// See `JobSystem.run(count:priority:affinity:counter:_:)`.
+    @discardableResult
+    public func run(
+        count: Int, priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        _ body: @escaping @Sendable (Int, JobContext) -> Void
+    ) -> JobCounter {
+        precondition(count >= 0, "JobContext.run(count: \(count)): the count must not be negative")
+        let counter = counter ?? JobCounter()
+        guard count > 0 else { return counter }
+        counter.increment(by: count)
+        let worker = state.pointee.worker
+        let scheduler = worker.pointee.scheduler
+        let record = worker.pointee.arena.allocate(size: MemoryLayout<CountRecord>.stride, pool: scheduler.chunks)
+        Execution.initializeCount(record, count: count, tickets: Swift.min(count, scheduler.workerCount), body: body,
+                                  counter: counter, priority: priority, affinity: affinity)
+        scheduler.push(record, priority: priority.rawValue, on: worker)
+        return counter
+    }
+
+    // MARK: Waiting
+
+    /// Returns once `counter` has been zero at some instant after the call began. Until then
+    /// this job's fiber is parked on the counter and the worker runs other jobs; the job may
+    /// continue on another worker unless it was submitted with `affinity: .pinned`.
+    ///
+    /// May switch fibers. Never blocks the thread.
+    /// - Precondition: `counter` is not the counter of the running job itself (it cannot reach
+    ///   zero before this job returns).
+    /// - Complexity: O(1) when the counter is already zero; otherwise one park and one resume.
+    public func wait(for counter: JobCounter) {
+        // Acquiring: pairs with the releasing decrement, so the counted jobs' writes are visible.
+        if counter.pendingCount.load(ordering: .acquiring) == 0 { return }
+        let identity = Unmanaged.passUnretained(counter)
+        precondition(state.pointee.currentCounter != identity.toOpaque(),
+                     "JobContext.wait(for:) on the running job's own counter: it cannot reach zero before this job returns, so the wait would never end; wait on the counters of the jobs you spawned instead")
+        scheduler.park(state, .parkOnCounter(state, identity))
+    }
+
+    // MARK: Fork-join
+
+    /// Runs `left` and `right`, potentially in parallel, and returns both results.
+    ///
+    /// `right` is offered to other workers (on this worker's deque, at the running job's
+    /// priority) while this job runs `left`; if nobody took it, this job runs it too, so an
+    /// unstolen join costs a deque push and pop and no heap allocation (the record lives on this
+    /// fiber's stack). If it was stolen and has not finished, this fiber parks until it has.
+    ///
+    /// May switch fibers (only when `right` was stolen and is still running).
+    /// - Complexity: O(1) overhead beyond the two closures.
+    @inlinable
+    public func join<Left, Right: Sendable>(
+        _ left: (JobContext) -> Left, _ right: @Sendable (JobContext) -> Right
+    ) -> (Left, Right) {
+        var rightResult: Right?
+        let leftResult: Left = withoutActuallyEscaping({ (context: JobContext) in rightResult = right(context) }) { thunk in
+            withUnsafeTemporaryAllocation(byteCount: Execution.joinRecordSize, alignment: 16) { buffer in
+                let record = buffer.baseAddress!
+                _joinStart(record, thunk: thunk)
+                let value = left(self)
+                if _joinFinish(record) {
+                    Execution.joinThunk(record).pointee(self)
+                }
+                Execution.joinThunk(record).deinitialize(count: 1)
+                return value
+            }
+        }
+        return (leftResult, rightResult!)
+    }
+
+    /// Fills the join record and offers it on this worker's deque.
+    @usableFromInline
+    func _joinStart(_ record: UnsafeMutableRawPointer, thunk: @escaping (JobContext) -> Void) {
+        record.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
+            execute: Execution.executeJoinFunction, counter: nil,
+            priority: Priority(rawValue: state.pointee.priority)!, pinned: state.pointee.pinned))
+        Execution.joinLatch(record).initialize(to: Atomic(JoinLatch.pending))
+        Execution.joinThunk(record).initialize(to: thunk)
+        let worker = state.pointee.worker
+        worker.pointee.scheduler.push(record, priority: state.pointee.priority, on: worker)
+    }
+
+    /// Takes the right half back if nobody stole it (returns true: run it inline); otherwise
+    /// waits until the thief has finished it (returns false).
+    @usableFromInline
+    func _joinFinish(_ record: UnsafeMutableRawPointer) -> Bool {
+        let mine = Token.record(record)
+        let priority = state.pointee.priority
+        let latch = Execution.joinLatch(record)
+        while true {
+            // Acquiring: pairs with the thief's exchange; its result is then visible.
+            if latch.pointee.load(ordering: .acquiring) == JoinLatch.done { return false }
+            let worker = state.pointee.worker
+            guard let token = worker.pointee.deque(priority).pop() else { break }
+            if token == mine { return true }
+            if token & Token.fiberTag != 0 {
+                // A ready fiber cannot run on top of this one: leave it to the loop.
+                worker.pointee.deque(priority).push(token)
+                break
+            }
+            // A job spawned by `left` that nobody took: run it here, as the loop would.
+            let other = UnsafeMutableRawPointer(bitPattern: token)!
+            other.load(as: ExecuteFunction.self)(other, UnsafeMutableRawPointer(state))
+        }
+        scheduler.park(state, .parkOnLatch(state, latch))
+        return false
+    }
+}
+
+@available(*, unavailable, message: "a JobContext belongs to one running job; each job receives its own")
+extension JobContext: Sendable {}

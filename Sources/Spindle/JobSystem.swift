@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A pool of worker threads, pinned to CPUs, that run jobs on fibers.
+///
+/// ```swift
+/// let jobs = try JobSystem()                            // one worker per allowed CPU
+/// let done = jobs.run { ctx in
+///     let (a, b) = ctx.join({ _ in left() }, { _ in right() })
+///     let parts = ctx.run(count: 64) { i, ctx in work(i) }
+///     ctx.wait(for: parts)                               // parks this fiber, not the thread
+/// }
+/// jobs.wait(for: done)                                   // blocks this thread on a futex
+/// jobs.shutdown()
+/// ```
+///
+/// Each worker has a Chase–Lev deque per priority; work submitted from other threads goes
+/// through an injection queue per priority. A job that waits parks its fiber on a counter and its
+/// worker continues with other jobs on another pooled fiber. docs/scheduler.md has the design,
+/// README.md the rules for code running in jobs.
+///
+/// Thread-safety: all members are thread-safe. Members that block say so.
+public final class JobSystem: @unchecked Sendable {
+    // SAFETY: immutable after init; the scheduler is thread-safe.
+    @usableFromInline let scheduler: Scheduler
+
+    /// The configuration the system was created with.
+    public let configuration: Configuration
+
+    /// Starts the workers.
+    ///
+    /// Blocks until every worker thread runs, is pinned and named.
+    /// - Throws: `JobSystem.ConfigurationError` when the configuration cannot work (the message
+    ///   says what to change); `SystemError` or `ThreadNameError` when the kernel refuses a
+    ///   thread, a pin or a name.
+    public init(configuration: Configuration = Configuration()) throws {
+        let allowed = try CPUSet.allowed()
+        let plan = try WorkerPlan(configuration, allowed: allowed)
+        self.configuration = configuration
+        scheduler = try Scheduler(configuration: configuration, plan: plan)
+        try scheduler.start(plan: plan)
+    }
+
+    /// Shuts down like `shutdown()`. When the last reference is dropped inside one of this
+    /// system's own jobs, the workers finish the submitted work and exit on their own (a thread
+    /// cannot wait for itself).
+    deinit {
+        scheduler.shutdownAndJoin(join: scheduler.currentWorker() == nil)
+    }
+
+    /// The number of worker threads.
+    public var workerCount: Int { scheduler.workerCount }
+
+    // MARK: Submitting
+
+    /// Submits `body` as a job and returns the counter that reaches zero when it is done.
+    ///
+    /// From a thread outside the system the job goes to the injection queue of its priority;
+    /// from inside one of this system's jobs it goes to the running worker's deque.
+    ///
+    /// - Parameters:
+    ///   - priority: where the job queues (see `Priority`).
+    ///   - affinity: whether the job may continue on another worker after it waits.
+    ///   - counter: a counter to add this job to; pass one to submit without allocating (a new
+    ///     counter is one heap allocation). The same counter is returned.
+    /// - Precondition: `shutdown()` has not been called (jobs of this system may still submit
+    ///   while it drains).
+    /// - Complexity: O(1); no allocation when `counter` is given (Swift allocates a context for a
+    ///   closure that captures values, once per closure value).
+    @discardableResult
+    public func run(
+        priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        _ body: @escaping @Sendable (JobContext) -> Void
+    ) -> JobCounter {
+        let counter = counter ?? JobCounter()
+        counter.increment()
+        scheduler.submit(priority: priority.rawValue) { memory in
+            Execution.initializeRun(memory, body: body, counter: counter, priority: priority, affinity: affinity)
+        }
+        return counter
+    }
+
+    /// Submits `count` jobs that run `body(index, context)` for every index in `0..<count`, and
+    /// returns the counter that reaches zero when all are done.
+    ///
+    /// One record serves all indices: workers claim indices one at a time, and up to one worker
+    /// per CPU joins in as the work spreads (docs/scheduler.md, "Many jobs, one body").
+    ///
+    /// - Precondition: `count >= 0`; as for `run(priority:affinity:counter:_:)`.
+    /// - Complexity: O(1) to submit.
+    @discardableResult
+    public func run(
+        count: Int, priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        _ body: @escaping @Sendable (Int, JobContext) -> Void
+    ) -> JobCounter {
+        precondition(count >= 0, "JobSystem.run(count: \(count)): the count must not be negative")
+        let counter = counter ?? JobCounter()
+        guard count > 0 else { return counter }
+        counter.increment(by: count)
+        let tickets = Swift.min(count, workerCount)
+        scheduler.submit(priority: priority.rawValue, size: MemoryLayout<CountRecord>.stride) { memory in
+            Execution.initializeCount(memory, count: count, tickets: tickets, body: body, counter: counter,
+                                      priority: priority, affinity: affinity)
+        }
+        return counter
+    }
+
+    // MARK: Waiting
+
+    /// Returns once `counter` has been zero at some instant after the call began.
+    ///
+    /// From a thread outside the system this blocks the thread on a futex (no spinning). From
+    /// inside one of this system's jobs it parks the job's fiber like `JobContext.wait(for:)`.
+    ///
+    /// - Precondition: not called from a job of *another* job system (that would block one of its
+    ///   workers; use that job's `JobContext.wait(for:)`).
+    public func wait(for counter: JobCounter) {
+        if counter.isComplete { return }
+        if let worker = Scheduler.anyCurrentWorker() {
+            precondition(worker.pointee.scheduler === scheduler,
+                         "JobSystem.wait(for:) called from a job of another JobSystem: it would block that system's worker thread; use the JobContext.wait(for:) of the job you are in")
+            JobContext(state: worker.pointee.running!).wait(for: counter)
+            return
+        }
+        WaitList.blockThread(on: counter.waiters) {
+            counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
+        }
+    }
+
+    // MARK: Stopping
+
+    /// Runs every submitted job to completion (including jobs they submit), then stops and joins
+    /// the worker threads. Idempotent; `deinit` does the same.
+    ///
+    /// Blocks the calling thread. If a job waits on a counter that nothing will complete,
+    /// shutdown waits with it.
+    /// - Precondition: not called from one of this system's own jobs (it would wait for itself).
+    public func shutdown() {
+        precondition(scheduler.currentWorker() == nil,
+                     "JobSystem.shutdown() called from one of its own jobs: it would wait for itself; call it from outside the job system")
+        scheduler.shutdownAndJoin()
+    }
+
+    /// Whether `shutdown()` has been called (or the system was released).
+    public var isShutDown: Bool { scheduler.shutdownRequested.load(ordering: .acquiring) }
+}

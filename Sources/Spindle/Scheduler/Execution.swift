@@ -1,0 +1,136 @@
+import Synchronization
+
+/// Filling and executing the three kinds of record (docs/scheduler.md, "Job records").
+@usableFromInline
+enum Execution {
+    // MARK: run
+
+    static func initializeRun(
+        _ memory: UnsafeMutableRawPointer, body: @escaping @Sendable (JobContext) -> Void,
+        counter: JobCounter, priority: Priority, affinity: JobAffinity
+    ) {
+        memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(
+            header: JobHeader(execute: executeRun, counter: Unmanaged.passUnretained(counter),
+                              priority: priority, pinned: affinity == .pinned),
+            body: body))
+    }
+
+    static let executeRun: ExecuteFunction = { memory, rawState in
+        let state = rawState.assumingMemoryBound(to: FiberState.self)
+        let record = memory.assumingMemoryBound(to: RunRecord.self)
+        let counter = record.pointee.header.counter
+        let saved = enter(state, counter: counter, header: record.pointee.header)
+        record.pointee.body(JobContext(state: state))
+        leave(state, saved)
+        record.deinitialize(count: 1)
+        RecordChunk.release(record: memory)
+        state.pointee.worker.pointee.count(.jobsRun)
+        counter?.takeUnretainedValue().decrement()
+    }
+
+    // MARK: run(count:)
+
+    static func initializeCount(
+        _ memory: UnsafeMutableRawPointer, count: Int, tickets: Int,
+        body: @escaping @Sendable (Int, JobContext) -> Void,
+        counter: JobCounter, priority: Priority, affinity: JobAffinity
+    ) {
+        memory.bindMemory(to: CountRecord.self, capacity: 1).initialize(to: CountRecord(
+            header: JobHeader(execute: executeCount, counter: Unmanaged.passUnretained(counter),
+                              priority: priority, pinned: affinity == .pinned),
+            body: body, count: count, maxTickets: tickets,
+            nextIndex: Atomic(0), ticketsSpawned: Atomic(1), ticketsLive: Atomic(1)))
+    }
+
+    /// One ticket: first offers another ticket to thieves (so the work spreads one worker at a
+    /// time, up to `maxTickets`), then claims indices until none are left.
+    static let executeCount: ExecuteFunction = { memory, rawState in
+        let state = rawState.assumingMemoryBound(to: FiberState.self)
+        let record = memory.assumingMemoryBound(to: CountRecord.self)
+        let count = record.pointee.count
+        if record.pointee.ticketsSpawned.load(ordering: .relaxed) < record.pointee.maxTickets
+            && record.pointee.nextIndex.load(ordering: .relaxed) < count - 1
+            && record.pointee.ticketsSpawned.add(1, ordering: .relaxed).oldValue < record.pointee.maxTickets {
+            // Relaxed: this ticket is live, so the count cannot reach zero before the new one
+            // is counted; the push publishes the record.
+            record.pointee.ticketsLive.add(1, ordering: .relaxed)
+            let worker = state.pointee.worker
+            worker.pointee.scheduler.push(memory, priority: record.pointee.header.priority, on: worker)
+        }
+        let counter = record.pointee.header.counter
+        let saved = enter(state, counter: counter, header: record.pointee.header)
+        var done = 0
+        while true {
+            // Relaxed: the index claim needs atomicity only; results are published by the counter.
+            let index = record.pointee.nextIndex.add(1, ordering: .relaxed).oldValue
+            if index >= count { break }
+            record.pointee.body(index, JobContext(state: state))
+            done += 1
+        }
+        leave(state, saved)
+        state.pointee.worker.pointee.count(.jobsRun, UInt64(done))
+        // Acquiring and releasing: the last ticket destroys the record after the others are done.
+        if record.pointee.ticketsLive.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            record.deinitialize(count: 1)
+            RecordChunk.release(record: memory)
+        }
+        if done > 0 { counter?.takeUnretainedValue().decrement(by: done) }
+    }
+
+    // MARK: join
+
+    /// A join record on the owner's stack: header, latch, and the right-hand closure (which
+    /// writes its result into the owner's frame).
+    @usableFromInline static var joinLatchOffset: Int { 32 }
+    @usableFromInline static var joinThunkOffset: Int { 48 }
+    @usableFromInline static var joinRecordSize: Int { 64 }
+
+    @usableFromInline
+    static func joinLatch(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
+        (record + joinLatchOffset).assumingMemoryBound(to: Atomic<UInt>.self)
+    }
+
+    @usableFromInline
+    static func joinThunk(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<(JobContext) -> Void> {
+        (record + joinThunkOffset).assumingMemoryBound(to: ((JobContext) -> Void).self)
+    }
+
+    /// Executed by a thief: runs the right half, then releases the owner.
+    static let executeJoin: ExecuteFunction = { memory, rawState in
+        let state = rawState.assumingMemoryBound(to: FiberState.self)
+        let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
+        let saved = enter(state, counter: nil, header: header)
+        joinThunk(memory).pointee(JobContext(state: state))
+        leave(state, saved)
+        state.pointee.worker.pointee.count(.jobsRun)
+        // Acquiring and releasing: publishes the result to the owner; acquires its parked state.
+        // After this exchange the record (on the owner's stack) must not be touched.
+        let waiter = joinLatch(memory).pointee.exchange(JoinLatch.done, ordering: .acquiringAndReleasing)
+        if waiter != JoinLatch.pending {
+            Scheduler.makeReady(UnsafeMutablePointer<FiberState>(bitPattern: waiter)!)
+        }
+    }
+
+    @usableFromInline
+    static let executeJoinFunction: ExecuteFunction = executeJoin
+
+    // MARK: Per-job fiber state
+
+    typealias Saved = (counter: UnsafeMutableRawPointer?, priority: UInt8, pinned: Bool)
+
+    @inline(__always)
+    static func enter(_ state: UnsafeMutablePointer<FiberState>, counter: Unmanaged<JobCounter>?, header: JobHeader) -> Saved {
+        let saved = (state.pointee.currentCounter, state.pointee.priority, state.pointee.pinned)
+        state.pointee.currentCounter = counter?.toOpaque()
+        state.pointee.priority = header.priority
+        state.pointee.pinned = header.pinned
+        return saved
+    }
+
+    @inline(__always)
+    static func leave(_ state: UnsafeMutablePointer<FiberState>, _ saved: Saved) {
+        state.pointee.currentCounter = saved.counter
+        state.pointee.priority = saved.priority
+        state.pointee.pinned = saved.pinned
+    }
+}

@@ -1,0 +1,117 @@
+import Synchronization
+
+/// The queue through which threads outside a job system submit jobs: one per priority.
+///
+/// An intrusive multi-producer queue (D. Vyukov's non-intrusive MPSC queue, made intrusive
+/// through the record header's `next` word) with a try-lock on the consumer side, so that any
+/// worker may consume but only one at a time. Producers never wait: one `exchange` on `tail`
+/// and one store. A consumer that finds the queue in the middle of a push (a producer swapped
+/// `tail` but has not linked its record yet) treats it as empty for now; the producer's wake-up
+/// check that follows every push makes sure a worker looks again.
+///
+/// Thread-safety: `push` from any thread; `take` from workers (serialized by the try-lock);
+/// `mayHaveWork` anywhere.
+final class InjectionQueue: @unchecked Sendable {
+    // SAFETY: `head` is only touched by the consumer holding `consumerLock`; the rest is atomic.
+    // Layout: `tail` alone on its line (producers), then the consumer's line, then the stub.
+    private let storage: UnsafeMutableRawPointer
+    private static let tailOffset = 0
+    private static let lockOffset = 128
+    private static let headOffset = 136
+    private static let stubOffset = 256
+    private static let size = 256 + MemoryLayout<JobHeader>.stride
+
+    init() {
+        storage = .allocate(byteCount: Self.size, alignment: 128)
+        storage.initializeMemory(as: UInt8.self, repeating: 0, count: Self.size)
+        let stub = UInt(bitPattern: storage + Self.stubOffset)
+        (storage + Self.tailOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(stub))
+        (storage + Self.lockOffset).bindMemory(to: Atomic<Bool>.self, capacity: 1).initialize(to: Atomic(false))
+        (storage + Self.headOffset).bindMemory(to: UInt.self, capacity: 1).initialize(to: stub)
+        Self.link(storage + Self.stubOffset).initialize(to: Atomic(0))
+    }
+
+    deinit { storage.deallocate() }
+
+    private var tail: UnsafeMutablePointer<Atomic<UInt>> {
+        (storage + Self.tailOffset).assumingMemoryBound(to: Atomic<UInt>.self)
+    }
+    private var consumerLock: UnsafeMutablePointer<Atomic<Bool>> {
+        (storage + Self.lockOffset).assumingMemoryBound(to: Atomic<Bool>.self)
+    }
+    private var head: UnsafeMutablePointer<UInt> {
+        (storage + Self.headOffset).assumingMemoryBound(to: UInt.self)
+    }
+    private var stub: UInt { UInt(bitPattern: storage + Self.stubOffset) }
+
+    private static func link(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
+        (record + JobHeader.nextOffset).assumingMemoryBound(to: Atomic<UInt>.self)
+    }
+
+    private static func link(_ record: UInt) -> UnsafeMutablePointer<Atomic<UInt>> {
+        link(UnsafeMutableRawPointer(bitPattern: record)!)
+    }
+
+    /// Appends a record. Any thread; never blocks.
+    func push(_ record: UnsafeMutableRawPointer) {
+        pushWord(UInt(bitPattern: record))
+    }
+
+    private func pushWord(_ record: UInt) {
+        // Relaxed: published by the releasing store into the predecessor's link.
+        Self.link(record).pointee.store(0, ordering: .relaxed)
+        // Acquiring and releasing: orders this push after earlier ones on `tail` and lets the
+        // consumer that follows the links see the record's contents.
+        let previous = tail.pointee.exchange(record, ordering: .acquiringAndReleasing)
+        // Releasing: pairs with the consumer's acquiring loads of links.
+        Self.link(previous).pointee.store(record, ordering: .releasing)
+    }
+
+    /// Whether a record may be waiting (no false negatives once a push has returned).
+    @inline(__always)
+    var mayHaveWork: Bool {
+        // Sequentially consistent: the sleep protocol's re-check (docs/sleep.md, step 4 of
+        // "Falling asleep") must not read a value older than its own announcement.
+        tail.pointee.load(ordering: .sequentiallyConsistent) != stub
+    }
+
+    /// Takes up to `limit` records in FIFO order, handing each to `deliver`; returns how many.
+    /// Returns 0 at once if another worker is consuming. Workers only.
+    func take(limit: Int, _ deliver: (UnsafeMutableRawPointer) -> Void) -> Int {
+        guard mayHaveWork else { return 0 }
+        // Acquiring: pairs with the releasing unlock of the previous consumer.
+        guard !consumerLock.pointee.exchange(true, ordering: .acquiring) else { return 0 }
+        var taken = 0
+        while taken < limit, let record = popLocked() {
+            deliver(UnsafeMutableRawPointer(bitPattern: record)!)
+            taken += 1
+        }
+        consumerLock.pointee.store(false, ordering: .releasing)
+        return taken
+    }
+
+    private func popLocked() -> UInt? {
+        var first = head.pointee
+        var next = Self.link(first).pointee.load(ordering: .acquiring)
+        if first == stub {
+            guard next != 0 else { return nil }
+            head.pointee = next
+            first = next
+            next = Self.link(next).pointee.load(ordering: .acquiring)
+        }
+        if next != 0 {
+            head.pointee = next
+            return first
+        }
+        // `first` is the last linked record. If a producer already swapped `tail` past it, its
+        // link is about to appear: come back later.
+        guard tail.pointee.load(ordering: .acquiring) == first else { return nil }
+        pushWord(stub)
+        next = Self.link(first).pointee.load(ordering: .acquiring)
+        if next != 0 {
+            head.pointee = next
+            return first
+        }
+        return nil
+    }
+}

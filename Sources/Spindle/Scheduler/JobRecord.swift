@@ -1,0 +1,199 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+// Job records: what a deque slot or an injection-queue link points to. docs/scheduler.md,
+// "Job records", describes the layout and the reclamation rule of the chunks they live in.
+
+/// Runs the job a record describes on the fiber whose `FiberState` is the second argument,
+/// then releases the record.
+@usableFromInline
+typealias ExecuteFunction = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void
+
+/// The header every record starts with. Records are 16-byte aligned, so deque slots can tag the
+/// low bits (`Token`).
+@usableFromInline
+struct JobHeader {
+    @usableFromInline var execute: ExecuteFunction
+    /// Injection-queue link (an `Atomic<UInt>` in place; see `InjectionQueue`).
+    @usableFromInline var next: UInt
+    /// The counter the job decrements when it completes (unretained: a counter with pending work
+    /// keeps itself alive, see `JobCounter`).
+    @usableFromInline var counter: Unmanaged<JobCounter>?
+    @usableFromInline var priority: UInt8
+    @usableFromInline var pinned: Bool
+
+    @inlinable
+    init(execute: ExecuteFunction, counter: Unmanaged<JobCounter>?, priority: Priority, pinned: Bool) {
+        self.execute = execute
+        self.next = 0
+        self.counter = counter
+        self.priority = priority.rawValue
+        self.pinned = pinned
+    }
+
+    @usableFromInline static var nextOffset: Int { MemoryLayout<JobHeader>.offset(of: \JobHeader.next)! }
+}
+
+/// A record from `JobSystem.run` / `JobContext.run`: the header and the body.
+struct RunRecord {
+    var header: JobHeader
+    var body: @Sendable (JobContext) -> Void
+}
+
+/// A record from `run(count:)`: one body for `count` indices, executed by up to `maxTickets`
+/// tickets (the same record pushed several times) that claim indices with a shared atomic.
+struct CountRecord: ~Copyable {
+    var header: JobHeader
+    let body: @Sendable (Int, JobContext) -> Void
+    let count: Int
+    let maxTickets: Int
+    /// The next index to claim.
+    let nextIndex: Atomic<Int>
+    /// Tickets pushed so far (including the first).
+    let ticketsSpawned: Atomic<Int>
+    /// Tickets not yet finished; the last one releases the record.
+    let ticketsLive: Atomic<Int>
+}
+
+/// What a deque slot holds: a record pointer, or a ready fiber's state with the low bit set.
+@usableFromInline
+enum Token {
+    @usableFromInline static let fiberTag: UInt = 1
+
+    @inlinable static func record(_ pointer: UnsafeMutableRawPointer) -> UInt { UInt(bitPattern: pointer) }
+
+    @inlinable static func fiber(_ state: UnsafeMutablePointer<FiberState>) -> UInt {
+        UInt(bitPattern: state) | fiberTag
+    }
+}
+
+// MARK: - Chunks
+
+/// Chunks of record memory: `chunkSize` bytes, aligned to their size so a record finds its
+/// chunk by masking its address. The first cache line is the chunk header.
+///
+/// Reclamation rule (docs/scheduler.md, "Job records"): `pending` starts at `bias`. Each finished
+/// record subtracts 1; when its arena moves on to a new chunk it subtracts `bias - allocated`.
+/// The subtraction that reaches zero, whichever thread makes it, returns the chunk to the pool:
+/// by then the arena has let go of it and every record in it has finished.
+enum RecordChunk {
+    static let chunkSize = 64 * 1024
+    static let headerSize = 64
+    static let bias = 1 << 40
+
+    static func pending(_ chunk: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<Int>> {
+        chunk.assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    static func poolNext(_ chunk: UnsafeMutableRawPointer) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        (chunk + 8).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    }
+
+    static func pool(_ chunk: UnsafeMutableRawPointer) -> Unmanaged<ChunkPool> {
+        (chunk + 16).load(as: Unmanaged<ChunkPool>.self)
+    }
+
+    /// The chunk a record lives in.
+    static func of(_ record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: record) & ~UInt(chunkSize - 1))!
+    }
+
+    /// One record of the chunk finished. Any thread.
+    static func release(record: UnsafeMutableRawPointer) {
+        let chunk = of(record)
+        // Acquiring and releasing: the thread that reaches zero recycles the chunk and must see
+        // every other record's last writes (they happen before their own subtraction).
+        if pending(chunk).pointee.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            pool(chunk).takeUnretainedValue().put(chunk)
+        }
+    }
+}
+
+/// Recycled record chunks, shared by the arenas of one job system. Taking or returning a chunk
+/// costs a pthread mutex once per ~1000 records.
+final class ChunkPool: @unchecked Sendable {
+    // SAFETY: `free` and `all` are only touched with `lock` held.
+    private let lock = Lock()
+    private var free: UnsafeMutableRawPointer?
+    private var all: [UnsafeMutableRawPointer] = []
+    let bytes = Atomic<Int>(0)
+
+    deinit {
+        for chunk in all { Glibc.free(chunk) }
+    }
+
+    func get() -> UnsafeMutableRawPointer {
+        if let chunk = lock.withLock({ () -> UnsafeMutableRawPointer? in
+            guard let chunk = free else { return nil }
+            free = RecordChunk.poolNext(chunk).pointee
+            return chunk
+        }) {
+            RecordChunk.pending(chunk).pointee.store(RecordChunk.bias, ordering: .relaxed)
+            return chunk
+        }
+        var memory: UnsafeMutableRawPointer?
+        let result = posix_memalign(&memory, RecordChunk.chunkSize, RecordChunk.chunkSize)
+        // An allocation failure here is out of memory for a few kilobytes: nothing sensible remains.
+        precondition(result == 0 && memory != nil, "Spindle: out of memory for job records (posix_memalign: \(result))")
+        let chunk = memory!
+        RecordChunk.pending(chunk).initialize(to: Atomic(RecordChunk.bias))
+        RecordChunk.poolNext(chunk).initialize(to: nil)
+        (chunk + 16).storeBytes(of: Unmanaged.passUnretained(self), as: Unmanaged<ChunkPool>.self)
+        lock.withLock { all.append(chunk) }
+        bytes.add(RecordChunk.chunkSize, ordering: .relaxed)
+        return chunk
+    }
+
+    func put(_ chunk: UnsafeMutableRawPointer) {
+        lock.withLock {
+            RecordChunk.poolNext(chunk).pointee = free
+            free = chunk
+        }
+    }
+}
+
+/// A bump allocator of job records over pooled chunks. One per worker and one per outside
+/// submitting thread; used by its owner only.
+struct RecordArena {
+    var chunk: UnsafeMutableRawPointer?
+    var cursor = 0
+    var allocated = 0
+
+    /// Memory for a record of `size` bytes, 16-byte aligned, in a chunk from `pool`.
+    ///
+    /// - Complexity: O(1); a pool lock once per chunk.
+    @inline(__always)
+    mutating func allocate(size: Int, pool: ChunkPool) -> UnsafeMutableRawPointer {
+        let rounded = (size + 15) & ~15
+        if let chunk, cursor + rounded <= RecordChunk.chunkSize {
+            let record = chunk + cursor
+            cursor += rounded
+            allocated += 1
+            return record
+        }
+        return allocateInNewChunk(size: rounded, pool: pool)
+    }
+
+    private mutating func allocateInNewChunk(size: Int, pool: ChunkPool) -> UnsafeMutableRawPointer {
+        retire()
+        let fresh = pool.get()
+        chunk = fresh
+        cursor = RecordChunk.headerSize + size
+        allocated = 1
+        return fresh + RecordChunk.headerSize
+    }
+
+    /// Lets go of the current chunk: it is recycled once its records have finished.
+    mutating func retire() {
+        guard let old = chunk else { return }
+        chunk = nil
+        if RecordChunk.pending(old).pointee.subtract(RecordChunk.bias - allocated, ordering: .acquiringAndReleasing).newValue == 0 {
+            RecordChunk.pool(old).takeUnretainedValue().put(old)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+extension Scheduler {
+    /// The calling thread's worker if it is a worker of this system.
+    @inline(__always)
+    func currentWorker() -> UnsafeMutablePointer<WorkerState>? {
+        guard let worker = Scheduler.anyCurrentWorker(), worker.pointee.scheduler === self else { return nil }
+        return worker
+    }
+
+    /// The calling thread's worker, of whichever system.
+    @inline(__always)
+    static func anyCurrentWorker() -> UnsafeMutablePointer<WorkerState>? {
+        // An opaque call: read afresh every time, never cached across a fiber switch.
+        pthread_getspecific(workerKey)?.assumingMemoryBound(to: WorkerState.self)
+    }
+
+    /// Allocates a record of `size` bytes from the caller's arena, lets `initialize` fill it, and
+    /// queues it: on the calling worker's deque, or (from outside) on the injection queue.
+    @inline(__always)
+    func submit(priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
+                _ initialize: (UnsafeMutableRawPointer) -> Void) {
+        if let worker = currentWorker() {
+            let record = worker.pointee.arena.allocate(size: size, pool: chunks)
+            initialize(record)
+            worker.pointee.deque(priority).push(Token.record(record))
+        } else {
+            precondition(!shutdownRequested.load(ordering: .relaxed),
+                         "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
+            let submitter = self.submitter()
+            let record = submitter.pointee.arena.allocate(size: size, pool: chunks)
+            initialize(record)
+            injection[Int(priority)].push(record)
+        }
+        sleep.workPosted(self)
+    }
+
+    /// Queues a record from a job running on `worker` (owner thread).
+    @inline(__always)
+    func push(_ record: UnsafeMutableRawPointer, priority: UInt8, on worker: UnsafeMutablePointer<WorkerState>) {
+        worker.pointee.deque(priority).push(Token.record(record))
+        sleep.workPosted(self)
+    }
+
+    /// The calling outside thread's submitter state, created on first use.
+    private func submitter() -> UnsafeMutablePointer<Submitter> {
+        if let existing = pthread_getspecific(submitterKey) {
+            return existing.assumingMemoryBound(to: Submitter.self)
+        }
+        let submitter = UnsafeMutablePointer<Submitter>.allocate(capacity: 1)
+        submitter.initialize(to: Submitter())
+        registerSubmitter(submitter)
+        pthread_setspecific(submitterKey, submitter)
+        return submitter
+    }
+}

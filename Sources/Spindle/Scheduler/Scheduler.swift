@@ -1,0 +1,565 @@
+import CSpindle
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The engine behind `JobSystem`: workers, their loop, fibers, and the sleep protocol.
+/// docs/scheduler.md describes the design; docs/sleep.md the idle protocol.
+///
+/// Thread-safety: the members say who may call them. Mutable state lives in atomics, in
+/// `WorkerState` (owner-only unless atomic), or behind `lock`.
+@usableFromInline
+final class Scheduler: @unchecked Sendable {
+    // SAFETY: `threads`, `sharedSpares`, `submitters` and `joined` are only touched with `lock`
+    // held; everything else is immutable after init or atomic.
+    let configuration: JobSystem.Configuration
+    @usableFromInline let workerCount: Int
+    @usableFromInline let workers: UnsafeMutablePointer<UnsafeMutablePointer<WorkerState>>
+    let injection: [InjectionQueue]
+    let chunks = ChunkPool()
+    let frames = FrameState()
+    let fiberPool: FiberPool
+    let sleep: SleepState
+    /// Set by `shutdown`: workers terminate once every job has finished.
+    let shutdownRequested = Atomic<Bool>(false)
+    /// Set by the last worker to fall asleep after shutdown was requested with no work left.
+    let terminated = Atomic<Bool>(false)
+    /// Spare fibers beyond what a worker keeps (any worker may take them).
+    private var sharedSpares: UnsafeMutablePointer<FiberState>?
+    private var threads: [pthread_t] = []
+    private var joined = false
+    private var submitters: [UnsafeMutablePointer<Submitter>] = []
+    let lock = Lock()
+    /// Per-thread `Submitter` of threads outside the system.
+    let submitterKey: pthread_key_t
+    /// The spin budget before sleeping, in nanoseconds.
+    let spinNanoseconds: UInt64
+    static let sparesPerWorker = 32
+    static let injectionBatch = 32
+
+    /// A thread outside the system that submits jobs: its record arena.
+    struct Submitter {
+        var arena = RecordArena()
+    }
+
+    /// Process-wide: the `WorkerState` of the calling thread, if it is a worker of any system.
+    static let workerKey: pthread_key_t = {
+        var key = pthread_key_t()
+        let result = pthread_key_create(&key, nil)
+        precondition(result == 0, "Spindle: pthread_key_create failed (\(result)): too many thread-specific keys in this process")
+        return key
+    }()
+
+    init(configuration: JobSystem.Configuration, plan: WorkerPlan) throws {
+        self.configuration = configuration
+        workerCount = plan.cpus.count
+        fiberPool = try FiberPool(configuration: configuration.stack)
+        injection = Priority.allCases.map { _ in InjectionQueue() }
+        sleep = SleepState(workers: workerCount)
+        spinNanoseconds = UInt64(configuration.spinBeforeSleeping.components.seconds) * 1_000_000_000
+            + UInt64(configuration.spinBeforeSleeping.components.attoseconds / 1_000_000_000)
+        var key = pthread_key_t()
+        let result = pthread_key_create(&key, nil)
+        guard result == 0 else { throw SystemError(call: "pthread_key_create", errno: result) }
+        submitterKey = key
+        workers = .allocate(capacity: workerCount)
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for index in 0..<workerCount {
+            let stride = (MemoryLayout<WorkerState>.stride + 127) & ~127
+            let worker = UnsafeMutableRawPointer.allocate(byteCount: stride, alignment: 128)
+                .bindMemory(to: WorkerState.self, capacity: 1)
+            seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            worker.initialize(to: WorkerState(index: index, scheduler: self, seed: seed))
+            workers[index] = worker
+        }
+    }
+
+    deinit {
+        for index in 0..<workerCount {
+            let worker = workers[index]
+            worker.pointee.frame.releaseAll()
+            worker.pointee.releaseMemory()
+            worker.deinitialize(count: 1)
+            UnsafeMutableRawPointer(worker).deallocate()
+        }
+        workers.deallocate()
+        for submitter in submitters {
+            submitter.deinitialize(count: 1)
+            submitter.deallocate()
+        }
+        pthread_key_delete(submitterKey)
+    }
+
+    /// Keeps an outside thread's submitter state for release at `deinit` (its thread may exit
+    /// before; the arena's unfinished chunk then waits for the system's end).
+    func registerSubmitter(_ submitter: UnsafeMutablePointer<Submitter>) {
+        lock.withLock { submitters.append(submitter) }
+    }
+
+    // MARK: Starting and stopping
+
+    /// Starts one thread per worker and waits until each has pinned and named itself.
+    func start(plan: WorkerPlan) throws {
+        let startup = Startup(count: workerCount)
+        for index in 0..<workerCount {
+            let context = Unmanaged.passRetained(ThreadStart(scheduler: self, index: index, cpu: plan.cpus[index],
+                                                             name: plan.names[index], startup: startup))
+            var thread = pthread_t()
+            let result = pthread_create(&thread, nil, { argument in
+                let start = Unmanaged<ThreadStart>.fromOpaque(argument!).takeRetainedValue()
+                start.scheduler.workerThreadMain(start)
+                return nil
+            }, context.toOpaque())
+            if result != 0 {
+                context.release()
+                startup.fail(index: index, SystemError(call: "pthread_create", errno: result))
+                continue
+            }
+            lock.withLock { threads.append(thread) }
+        }
+        if let error = startup.waitForAll() {
+            shutdownAndJoin()
+            throw error
+        }
+    }
+
+    /// Requests shutdown and, unless `join` is false, waits for every worker thread to exit.
+    /// Idempotent. Not from a worker of this system when joining.
+    func shutdownAndJoin(join: Bool = true) {
+        shutdownRequested.store(true, ordering: .sequentiallyConsistent)
+        // Sleeping workers must look again: the last to fall asleep with nothing left to do
+        // ends the system (docs/sleep.md, "Shutdown").
+        sleep.wakeAll(self)
+        let toJoin: [pthread_t] = lock.withLock {
+            guard !joined else { return [] }
+            joined = true
+            return threads
+        }
+        for thread in toJoin {
+            if join {
+                pthread_join(thread, nil)
+            } else {
+                pthread_detach(thread)
+            }
+        }
+    }
+
+    final class ThreadStart {
+        let scheduler: Scheduler
+        let index: Int
+        let cpu: Int?
+        let name: String
+        let startup: Startup
+        init(scheduler: Scheduler, index: Int, cpu: Int?, name: String, startup: Startup) {
+            (self.scheduler, self.index, self.cpu, self.name, self.startup) = (scheduler, index, cpu, name, startup)
+        }
+    }
+
+    /// Collects start-up results from the worker threads.
+    final class Startup: @unchecked Sendable {
+        // SAFETY: `remaining` and `error` are only touched with `lock` held.
+        private let lock = Lock()
+        private let done: UnsafeMutablePointer<Atomic<UInt32>>
+        private var remaining: Int
+        private var error: (any Error)?
+        init(count: Int) {
+            remaining = count
+            done = .allocate(capacity: 1)
+            done.initialize(to: Atomic(0))
+        }
+        deinit {
+            done.deinitialize(count: 1)
+            done.deallocate()
+        }
+
+        func succeed() { finishOne(nil) }
+        func fail(index: Int, _ error: any Error) { finishOne(error) }
+
+        private func finishOne(_ failure: (any Error)?) {
+            let last = lock.withLock { () -> Bool in
+                if let failure, error == nil { error = failure }
+                remaining -= 1
+                return remaining == 0
+            }
+            if last {
+                done.pointee.store(1, ordering: .releasing)
+                Futex.wake(done, count: Int32.max)
+            }
+        }
+
+        func waitForAll() -> (any Error)? {
+            while done.pointee.load(ordering: .acquiring) == 0 {
+                _ = Futex.wait(on: done, expected: 0)
+            }
+            return lock.withLock { error }
+        }
+    }
+
+    private func workerThreadMain(_ start: ThreadStart) {
+        let worker = workers[start.index]
+        pthread_setspecific(Scheduler.workerKey, UnsafeRawPointer(worker))
+        let threadContext = Fiber.makeThreadContext()
+        worker.pointee.threadContext = threadContext
+        do {
+            if let cpu = start.cpu { try CurrentThread.pin(to: [cpu]) }
+            try CurrentThread.setName(start.name)
+            start.startup.succeed()
+        } catch {
+            // Still run: a failed start shuts the system down, and termination needs every
+            // worker to take part.
+            start.startup.fail(index: start.index, error)
+        }
+
+        let first = makeFiber(for: worker)
+        threadContext.switchTo(first.pointee.fiber)
+        // The loop ended (termination): the fiber that returned here has finished.
+        completePendingAction(on: worker)
+        // Finish every spare fiber (they sit in `resume` inside the loop) and the shared ones.
+        while let spare = takeSpare(worker, allowNew: false) {
+            spare.pointee.exitRequested = true
+            spare.pointee.worker = worker
+            threadContext.switchTo(spare.pointee.fiber)
+            completePendingAction(on: worker)
+        }
+        pthread_setspecific(Scheduler.workerKey, nil)
+        worker.pointee.threadContext = nil
+        threadContext.releaseThreadContext()
+    }
+
+    // MARK: Fibers
+
+    /// A new fiber that runs the worker loop, for `worker`.
+    private func makeFiber(for worker: UnsafeMutablePointer<WorkerState>) -> UnsafeMutablePointer<FiberState> {
+        let fiber: Fiber
+        do {
+            fiber = try fiberPool.get()
+        } catch {
+            preconditionFailure("Spindle: cannot map a fiber stack (\(error)); too many fibers are waiting at once, or the stack size is too large for the address space")
+        }
+        let state = UnsafeMutablePointer<FiberState>.allocate(capacity: 1)
+        state.initialize(to: FiberState(
+            waitNode: WaitNode(next: nil, kind: WaitNode.fiberKind, target: nil),
+            fiber: fiber, worker: worker, currentCounter: nil, priority: Priority.normal.rawValue,
+            pinned: false, exitRequested: false, link: nil))
+        state.pointee.waitNode.target = UnsafeMutableRawPointer(state)
+        fiber.prepare(entry: Scheduler.fiberEntry, context: UnsafeMutableRawPointer(state))
+        worker.pointee.count(.fibersCreated)
+        return state
+    }
+
+    /// Returns a finished fiber's stack to the pool and frees its state.
+    private func recycle(_ state: UnsafeMutablePointer<FiberState>) {
+        fiberPool.put(state.pointee.fiber)
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    /// A spare fiber (suspended in `resume`, ready to continue the loop) or a new one.
+    private func takeSpare(_ worker: UnsafeMutablePointer<WorkerState>, allowNew: Bool = true) -> UnsafeMutablePointer<FiberState>? {
+        if let spare = worker.pointee.spares {
+            worker.pointee.spares = spare.pointee.link
+            worker.pointee.spareCount -= 1
+            return spare
+        }
+        if let shared = lock.withLock({ () -> UnsafeMutablePointer<FiberState>? in
+            guard let first = sharedSpares else { return nil }
+            sharedSpares = first.pointee.link
+            return first
+        }) {
+            return shared
+        }
+        return allowNew ? makeFiber(for: worker) : nil
+    }
+
+    private func addSpare(_ state: UnsafeMutablePointer<FiberState>, to worker: UnsafeMutablePointer<WorkerState>) {
+        if worker.pointee.spareCount < Scheduler.sparesPerWorker {
+            state.pointee.link = worker.pointee.spares
+            worker.pointee.spares = state
+            worker.pointee.spareCount += 1
+        } else {
+            lock.withLock {
+                state.pointee.link = sharedSpares
+                sharedSpares = state
+            }
+        }
+    }
+
+    // MARK: The worker loop
+
+    /// Entry of every scheduler fiber: completes the pending action of the context that switched
+    /// here, runs the loop, and names the context to switch to when the loop ends.
+    static let fiberEntry: Fiber.Entry = { control, _ in
+        let state = control.pointee.context!.assumingMemoryBound(to: FiberState.self)
+        let scheduler = state.pointee.worker.pointee.scheduler
+        scheduler.completePendingAction(on: state.pointee.worker)
+        return scheduler.workLoop(state).control
+    }
+
+    /// Runs jobs on `state`'s fiber until the system terminates (returns the worker's thread
+    /// context) or until this fiber hands its worker to a ready fiber while the spare lists are
+    /// full (returns that fiber; the switch to it finishes this one).
+    private func workLoop(_ state: UnsafeMutablePointer<FiberState>) -> Fiber {
+        while !state.pointee.exitRequested {
+            let worker = state.pointee.worker
+            guard let token = findWork(worker) else {
+                if idle(worker) { continue }
+                break
+            }
+            if token & Token.fiberTag == 0 {
+                let record = UnsafeMutableRawPointer(bitPattern: token)!
+                record.load(as: ExecuteFunction.self)(record, UnsafeMutableRawPointer(state))
+                continue
+            }
+            let target = UnsafeMutablePointer<FiberState>(bitPattern: token & ~Token.fiberTag)!
+            target.pointee.worker = worker
+            worker.pointee.count(.fibersResumed)
+            if worker.pointee.spareCount >= Scheduler.sparesPerWorker {
+                // Enough spares: finish this fiber; the target recycles it.
+                worker.pointee.pendingAction = .finished(state)
+                return target.pointee.fiber
+            }
+            worker.pointee.pendingAction = .spare(state)
+            state.pointee.fiber.switchTo(target.pointee.fiber)
+            // Resumed as a spare by some worker (perhaps another one).
+            completePendingAction(on: state.pointee.worker)
+        }
+        let worker = state.pointee.worker
+        worker.pointee.pendingAction = .finished(state)
+        return worker.pointee.threadContext!
+    }
+
+    /// Runs the action left by the context that switched away, now that the switch completed.
+    /// Called by every context right after it starts or resumes.
+    @usableFromInline
+    func completePendingAction(on worker: UnsafeMutablePointer<WorkerState>) {
+        let action = worker.pointee.pendingAction
+        worker.pointee.pendingAction = .none
+        switch action {
+        case .none:
+            break
+        case .spare(let state):
+            addSpare(state, to: worker)
+        case .finished(let state):
+            recycle(state)
+        case .parkOnCounter(let state, let counter):
+            worker.pointee.count(.fibersParked)
+            let counter = counter.takeUnretainedValue()
+            // SAFETY: the wait node is the first field of FiberState.
+            let node = UnsafeMutableRawPointer(state).assumingMemoryBound(to: WaitNode.self)
+            WaitList.register(node, on: counter.waiters) {
+                counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
+            }
+        case .parkOnLatch(let state, let latch):
+            worker.pointee.count(.fibersParked)
+            // Sequentially consistent on success: pairs with the thief's exchange.
+            let (parked, _) = latch.pointee.compareExchange(
+                expected: JoinLatch.pending, desired: UInt(bitPattern: state),
+                successOrdering: .sequentiallyConsistent, failureOrdering: .acquiring)
+            if !parked {
+                // The stolen half finished while we were switching: runnable at once.
+                Scheduler.makeReady(state)
+            }
+        }
+    }
+
+    /// Parks the fiber `state` (running on its worker now) with `action`, which registers it with
+    /// whatever will make it ready; returns when it has been resumed (perhaps on another worker).
+    @usableFromInline
+    func park(_ state: UnsafeMutablePointer<FiberState>, _ action: PendingAction) {
+        let worker = state.pointee.worker
+        let next = takeSpare(worker)!
+        next.pointee.worker = worker
+        worker.pointee.pendingAction = action
+        state.pointee.fiber.switchTo(next.pointee.fiber)
+        completePendingAction(on: state.pointee.worker)
+    }
+
+    /// Makes a parked fiber runnable: it goes to the inbox of the worker it parked on.
+    /// Any thread.
+    @usableFromInline
+    static func makeReady(_ state: UnsafeMutablePointer<FiberState>) {
+        let home = state.pointee.worker
+        var head = home.pointee.inbox.pointee.load(ordering: .relaxed)
+        while true {
+            state.pointee.link = UnsafeMutablePointer(bitPattern: head)
+            // Sequentially consistent: the push must be ordered before the read of the sleeping
+            // mask below, against the owner's announcement and re-check (docs/sleep.md, "Resuming
+            // a fiber").
+            let (exchanged, original) = home.pointee.inbox.pointee.compareExchange(
+                expected: head, desired: UInt(bitPattern: state),
+                successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed)
+            if exchanged { break }
+            head = original
+        }
+        let scheduler = home.pointee.scheduler
+        scheduler.sleep.wake(worker: home.pointee.index, scheduler)
+    }
+
+    /// The next token for `worker`: inbox, pinned fibers, own deques and injection queues by
+    /// priority, then stealing by priority. Owner only.
+    @inline(__always)
+    private func findWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
+        if worker.pointee.inbox.pointee.load(ordering: .relaxed) != 0 { drainInbox(worker) }
+        if let pinned = worker.pointee.pinnedReady {
+            worker.pointee.pinnedReady = pinned.pointee.link
+            return Token.fiber(pinned)
+        }
+        if let token = worker.pointee.high.pop() { return token }
+        if let token = takeInjected(worker, priority: 0) { return token }
+        if let token = worker.pointee.normal.pop() { return token }
+        if let token = takeInjected(worker, priority: 1) { return token }
+        if let token = worker.pointee.low.pop() { return token }
+        if let token = takeInjected(worker, priority: 2) { return token }
+        return steal(worker)
+    }
+
+    private func drainInbox(_ worker: UnsafeMutablePointer<WorkerState>) {
+        // Acquiring: pairs with the pushes' CAS, making each state's fields visible.
+        var next = UnsafeMutablePointer<FiberState>(bitPattern: worker.pointee.inbox.pointee.exchange(0, ordering: .acquiring))
+        while let state = next {
+            next = state.pointee.link
+            if state.pointee.pinned {
+                state.pointee.link = worker.pointee.pinnedReady
+                worker.pointee.pinnedReady = state
+            } else {
+                worker.pointee.deque(state.pointee.priority).push(Token.fiber(state))
+            }
+        }
+        // Others may now steal the pushed fibers.
+        sleep.workPosted(self)
+    }
+
+    private func takeInjected(_ worker: UnsafeMutablePointer<WorkerState>, priority: Int) -> UInt? {
+        let queue = injection[priority]
+        guard queue.mayHaveWork else { return nil }
+        var first: UInt?
+        let taken = queue.take(limit: Scheduler.injectionBatch) { record in
+            if first == nil {
+                first = Token.record(record)
+            } else {
+                worker.pointee.deque(UInt8(priority)).push(Token.record(record))
+            }
+        }
+        if taken > 1 { sleep.workPosted(self) }
+        return first
+    }
+
+    private func steal(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
+        guard workerCount > 1 else { return nil }
+        let start = Int(worker.pointee.nextRandom() % UInt64(workerCount))
+        for priority in 0..<UInt8(3) {
+            var retry = true
+            while retry {
+                retry = false
+                for offset in 0..<workerCount {
+                    var victim = start + offset
+                    if victim >= workerCount { victim -= workerCount }
+                    if victim == worker.pointee.index { continue }
+                    let deque = workers[victim].pointee.deque(priority)
+                    guard deque.approximateCount > 0 else { continue }
+                    worker.pointee.count(.stealAttempts)
+                    switch deque.steal() {
+                    case .success(let token):
+                        worker.pointee.count(.steals)
+                        return token
+                    case .retry:
+                        retry = true
+                    case .empty:
+                        break
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    /// Whether any work is visible to `worker` (its inbox and pinned list, any deque, any
+    /// injection queue). Used by the sleep protocol's re-check.
+    func anyWorkVisible(for worker: UnsafeMutablePointer<WorkerState>) -> Bool {
+        if worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.pointee.pinnedReady != nil {
+            return true
+        }
+        return anyQueuedWork()
+    }
+
+    /// Whether any deque or injection queue holds work.
+    func anyQueuedWork() -> Bool {
+        for queue in injection where queue.mayHaveWork { return true }
+        for index in 0..<workerCount {
+            let worker = workers[index]
+            if worker.pointee.high.approximateCount > 0 || worker.pointee.normal.approximateCount > 0
+                || worker.pointee.low.approximateCount > 0
+                || worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// Fibers parked and not yet resumed, over all workers.
+    func parkedFibers() -> Int {
+        var parked: UInt64 = 0
+        var resumed: UInt64 = 0
+        for index in 0..<workerCount {
+            parked &+= workers[index].pointee.metric(.fibersParked)
+            resumed &+= workers[index].pointee.metric(.fibersResumed)
+        }
+        return Int(bitPattern: UInt(parked &- resumed))
+    }
+
+    /// No work found: search (spin over every queue) for a bounded time, then sleep; a woken
+    /// worker searches again. Returns true when work is visible (the caller takes it), false
+    /// when the system has terminated. docs/sleep.md, "Searching".
+    private func idle(_ worker: UnsafeMutablePointer<WorkerState>) -> Bool {
+        sleep.startSearching()
+        while true {
+            let deadline = MonotonicTime.now() &+ spinNanoseconds
+            var rounds = 0
+            while true {
+                if terminated.load(ordering: .acquiring) { return false }
+                if anyWorkVisible(for: worker) {
+                    sleep.stopSearching(self)
+                    return true
+                }
+                rounds += 1
+                if rounds & 15 == 0 {
+                    if MonotonicTime.now() >= deadline { break }
+                    // Let a thread that shares this CPU (an outside submitter, an oversubscribed
+                    // worker) make progress.
+                    sched_yield()
+                } else {
+                    spinPause()
+                }
+            }
+            if case .terminated = sleep.fallAsleep(worker, self) { return false }
+        }
+    }
+}
+
+/// A monotonic clock in nanoseconds.
+enum MonotonicTime {
+    @inline(__always)
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+}
+
+/// One CPU pause hint: lets a sibling hyperthread run while this one spins.
+@inline(__always)
+func spinPause() {
+    spindle_cpu_relax()
+}
+
+/// The word a stolen `join` half and its waiting owner meet on: `pending`, `done`, or the
+/// owner's `FiberState` while it is parked.
+@usableFromInline
+enum JoinLatch {
+    @usableFromInline static let pending: UInt = 0
+    @usableFromInline static let done: UInt = 1
+}

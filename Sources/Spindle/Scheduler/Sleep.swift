@@ -1,0 +1,185 @@
+import Synchronization
+
+/// The idle protocol: who is searching for work, who sleeps, and how new work wakes as few
+/// sleepers as it can use. docs/sleep.md walks through every step and the races it rules out;
+/// the step numbers below refer to it.
+///
+/// State: `activity` packs the number of *awake* workers (low 32 bits: running or searching) and
+/// of *searching* workers (high 32 bits: awake, out of local work, spinning over every queue).
+/// `sleeping` is a bit mask of workers that announced they are going to sleep; each worker has
+/// its own futex word (`WorkerState.sleepWord`).
+///
+/// Thread-safety: every member is thread-safe; `fallAsleep` is for the worker it names.
+final class SleepState: @unchecked Sendable {
+    // SAFETY: raw memory accessed only through atomics.
+    private let storage: UnsafeMutableRawPointer
+    private let maskWords: Int
+    static let awakeOne: UInt64 = 1
+    static let searchingOne: UInt64 = 1 << 32
+
+    init(workers: Int) {
+        maskWords = (workers + 63) / 64
+        storage = .allocate(byteCount: 128 + maskWords * 128, alignment: 128)
+        activity.initialize(to: Atomic(UInt64(workers) * Self.awakeOne))
+        for word in 0..<maskWords { mask(word).initialize(to: Atomic(0)) }
+    }
+
+    deinit { storage.deallocate() }
+
+    private var activity: UnsafeMutablePointer<Atomic<UInt64>> {
+        storage.assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+
+    /// Each mask word on a line of its own.
+    private func mask(_ word: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        (storage + 128 + word * 128).assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+
+    static func awake(_ value: UInt64) -> UInt64 { value & 0xFFFF_FFFF }
+    static func searching(_ value: UInt64) -> UInt64 { value >> 32 }
+
+    /// Awake and searching workers now (for metrics and tests).
+    var snapshot: (awake: Int, searching: Int) {
+        let value = activity.pointee.load(ordering: .relaxed)
+        return (Int(Self.awake(value)), Int(Self.searching(value)))
+    }
+
+    // MARK: Posting work
+
+    /// Called after every push of work that other workers could take ("Posting work", steps
+    /// 1–3): wakes one sleeper unless some worker is already searching.
+    @inline(__always)
+    func workPosted(_ scheduler: Scheduler) {
+        // Step 1: the push must be visible before we read the counts (store-load order).
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        // Step 2: a searching worker will find the work; it wakes a sleeper if it was the last.
+        guard Self.searching(activity.pointee.load(ordering: .relaxed)) == 0 else { return }
+        // Step 3.
+        wakeOne(scheduler)
+    }
+
+    /// Wakes one sleeping worker, if any. Returns whether it woke one.
+    @discardableResult
+    func wakeOne(_ scheduler: Scheduler) -> Bool {
+        for word in 0..<maskWords {
+            var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
+            while bits != 0 {
+                let bit = UInt64(1) << UInt64(bits.trailingZeroBitCount)
+                let old = mask(word).pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue
+                if old & bit != 0 {
+                    wakeClaimed(worker: word * 64 + bit.trailingZeroBitCount, scheduler)
+                    return true
+                }
+                bits = old & ~bit
+            }
+        }
+        return false
+    }
+
+    /// Wakes `index` if it is asleep (a fiber of its became ready; "Resuming a fiber").
+    func wake(worker index: Int, _ scheduler: Scheduler) {
+        let bit = UInt64(1) << UInt64(index % 64)
+        let word = mask(index / 64)
+        guard word.pointee.load(ordering: .sequentiallyConsistent) & bit != 0 else { return }
+        if word.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
+            wakeClaimed(worker: index, scheduler)
+        }
+    }
+
+    /// Wakes every sleeping worker (shutdown).
+    func wakeAll(_ scheduler: Scheduler) {
+        for word in 0..<maskWords {
+            var bits = mask(word).pointee.exchange(0, ordering: .sequentiallyConsistent)
+            while bits != 0 {
+                let bit = bits.trailingZeroBitCount
+                bits &= bits - 1
+                wakeClaimed(worker: word * 64 + bit, scheduler)
+            }
+        }
+    }
+
+    /// The caller cleared `index`'s sleeping bit, so it owns the wake-up: it counts the worker
+    /// awake and searching on its behalf, then releases its futex ("Waking", steps 1–3).
+    private func wakeClaimed(worker index: Int, _ scheduler: Scheduler) {
+        activity.pointee.add(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
+        let worker = scheduler.workers[index]
+        // Releasing: pairs with the sleeper's acquiring load of its word.
+        worker.pointee.sleepWord.pointee.store(0, ordering: .releasing)
+        Futex.wake(worker.pointee.sleepWord, count: 1)
+    }
+
+    // MARK: Searching
+
+    /// The calling worker ran out of local work and starts searching.
+    func startSearching() {
+        activity.pointee.add(Self.searchingOne, ordering: .sequentiallyConsistent)
+    }
+
+    /// The calling worker found work and stops searching. If it was the last searcher, it
+    /// wakes a sleeper to keep one worker looking ("Searching", step 2).
+    func stopSearching(_ scheduler: Scheduler) {
+        let old = activity.pointee.subtract(Self.searchingOne, ordering: .sequentiallyConsistent).oldValue
+        if Self.searching(old) == 1 { wakeOne(scheduler) }
+    }
+
+    // MARK: Falling asleep
+
+    enum Outcome {
+        /// Woken, or work appeared during the re-check: the worker is searching again.
+        case searchAgain
+        /// The system has shut down: the worker leaves its loop.
+        case terminated
+    }
+
+    /// "Falling asleep", steps 1–6, for a searching worker that found nothing while spinning.
+    func fallAsleep(_ worker: UnsafeMutablePointer<WorkerState>, _ scheduler: Scheduler) -> Outcome {
+        let index = worker.pointee.index
+        let bit = UInt64(1) << UInt64(index % 64)
+        let word = mask(index / 64)
+        // Step 1: arm the futex word before announcing, so a waker's 0 cannot be overwritten.
+        worker.pointee.sleepWord.pointee.store(1, ordering: .sequentiallyConsistent)
+        // Step 2: announce.
+        word.pointee.bitwiseOr(bit, ordering: .sequentiallyConsistent)
+        // Step 3: no longer awake or searching.
+        activity.pointee.subtract(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
+        // Step 4: re-check every queue after announcing; work posted before our announcement
+        // is seen here, work posted after it sees our bit.
+        if scheduler.anyWorkVisible(for: worker) || scheduler.terminated.load(ordering: .acquiring) {
+            leave(worker, bit: bit, word: word)
+            return scheduler.terminated.load(ordering: .acquiring) ? .terminated : .searchAgain
+        }
+        if terminationCheck(scheduler) {
+            scheduler.terminated.store(true, ordering: .sequentiallyConsistent)
+            leave(worker, bit: bit, word: word)
+            wakeAll(scheduler)
+            return .terminated
+        }
+        // Step 5: sleep until a waker stores 0 (spurious returns just wait again).
+        worker.pointee.count(.sleeps)
+        while worker.pointee.sleepWord.pointee.load(ordering: .acquiring) == 1 {
+            _ = Futex.wait(on: worker.pointee.sleepWord, expected: 1)
+        }
+        worker.pointee.count(.wakeups)
+        // Step 6.
+        leave(worker, bit: bit, word: word)
+        return scheduler.terminated.load(ordering: .acquiring) ? .terminated : .searchAgain
+    }
+
+    /// Clears our sleeping bit. If it was still set, nobody claimed our wake-up, so we count
+    /// ourselves awake and searching again; otherwise the waker already did.
+    private func leave(_ worker: UnsafeMutablePointer<WorkerState>, bit: UInt64, word: UnsafeMutablePointer<Atomic<UInt64>>) {
+        if word.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
+            activity.pointee.add(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// "Shutdown": true when shutdown was requested, no worker is awake, no fiber is parked and
+    /// no queue holds work. Awake is read twice, around the queue scan, so that a worker woken
+    /// during the scan (counted awake by its waker before it takes anything) is noticed.
+    private func terminationCheck(_ scheduler: Scheduler) -> Bool {
+        guard scheduler.shutdownRequested.load(ordering: .sequentiallyConsistent) else { return false }
+        guard Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return false }
+        guard scheduler.parkedFibers() == 0, !scheduler.anyQueuedWork() else { return false }
+        return Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
+    }
+}

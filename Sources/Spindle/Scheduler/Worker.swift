@@ -1,0 +1,130 @@
+import CSpindle
+import Synchronization
+
+/// Scheduler state of one fiber, in its own allocation, reached from the fiber control block's
+/// `context`. Written only by the thread running the fiber, or by whoever resumes it (before the
+/// switch; the switch orders it).
+@usableFromInline
+struct FiberState {
+    /// The node this fiber waits with (first, so a node pointer is the state pointer).
+    @usableFromInline var waitNode: WaitNode
+    var fiber: Fiber
+    /// The worker running this fiber now, or the one it parked on while it waits. Re-read after
+    /// every switch: a resumed fiber may run on another worker.
+    @usableFromInline var worker: UnsafeMutablePointer<WorkerState>
+    /// Identity of the counter of the job running on this fiber (to catch a job waiting for itself).
+    @usableFromInline var currentCounter: UnsafeMutableRawPointer?
+    @usableFromInline var priority: UInt8
+    @usableFromInline var pinned: Bool
+    /// Set by a worker's thread context to make a spare fiber leave its loop (shutdown).
+    @usableFromInline var exitRequested: Bool
+    /// Link in a spare list, an inbox or a pinned-ready list.
+    @usableFromInline var link: UnsafeMutablePointer<FiberState>?
+}
+
+/// What the context switched to must do for the context that switched away, once the switch
+/// has completed (the publication rule of docs/fibers.md).
+@usableFromInline
+enum PendingAction {
+    case none
+    /// The fiber that switched away goes to the worker's spare list.
+    case spare(UnsafeMutablePointer<FiberState>)
+    /// The fiber that switched away waits on a counter.
+    case parkOnCounter(UnsafeMutablePointer<FiberState>, Unmanaged<JobCounter>)
+    /// The fiber that switched away waits for a stolen `join` half (`latch`: see JoinLatch).
+    case parkOnLatch(UnsafeMutablePointer<FiberState>, UnsafeMutablePointer<Atomic<UInt>>)
+    /// The fiber that switched away has finished: return its stack and state.
+    case finished(UnsafeMutablePointer<FiberState>)
+}
+
+/// Per-worker counters, in `WorkerState.metrics`. Written by the owner only (load + store),
+/// read by anyone.
+enum MetricSlot: Int, CaseIterable {
+    case jobsRun, stealAttempts, steals, fibersCreated, fibersParked, fibersResumed, sleeps, wakeups
+    case frameBytes
+}
+
+/// One worker: its deques, its allocators, its fibers, and the words other threads touch.
+/// Lives in 128-byte-aligned memory of its own and is only used through a pointer (never
+/// copied). The fields other threads write (`inbox`, `sleepWord`) live in a separate allocation,
+/// each on its own cache line, away from the owner's hot fields.
+@usableFromInline
+struct WorkerState {
+    @usableFromInline let index: Int
+    @usableFromInline unowned(unsafe) let scheduler: Scheduler
+    @usableFromInline let high: WorkStealingDeque<UInt>
+    @usableFromInline let normal: WorkStealingDeque<UInt>
+    @usableFromInline let low: WorkStealingDeque<UInt>
+    var arena = RecordArena()
+    @usableFromInline var pendingAction = PendingAction.none
+    /// The fiber running on this worker now.
+    @usableFromInline var running: UnsafeMutablePointer<FiberState>?
+    var spares: UnsafeMutablePointer<FiberState>?
+    var spareCount = 0
+    var pinnedReady: UnsafeMutablePointer<FiberState>?
+    var threadContext: Fiber?
+    var random: UInt64
+    var frame = FrameArena()
+    let metrics: UnsafeMutablePointer<Atomic<UInt64>>
+    /// `inbox` at offset 0 and `sleepWord` at offset 128.
+    let shared: UnsafeMutableRawPointer
+
+    init(index: Int, scheduler: Scheduler, seed: UInt64) {
+        self.index = index
+        self.scheduler = scheduler
+        high = WorkStealingDeque(capacity: 256)
+        normal = WorkStealingDeque(capacity: 1024)
+        low = WorkStealingDeque(capacity: 256)
+        random = seed | 1
+        let slots = MetricSlot.allCases.count
+        metrics = UnsafeMutableRawPointer.allocate(byteCount: slots * 8, alignment: 128)
+            .bindMemory(to: Atomic<UInt64>.self, capacity: slots)
+        for slot in 0..<slots { (metrics + slot).initialize(to: Atomic(0)) }
+        shared = .allocate(byteCount: 256, alignment: 128)
+        shared.bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(0))
+        (shared + 128).bindMemory(to: Atomic<UInt32>.self, capacity: 1).initialize(to: Atomic(0))
+    }
+
+    /// Frees the memory `init` allocated. Called once, when the scheduler is destroyed.
+    func releaseMemory() {
+        metrics.deinitialize(count: MetricSlot.allCases.count)
+        metrics.deallocate()
+        shared.deallocate()
+    }
+
+    /// Fibers made ready by other threads (a lock-free stack of `FiberState`); drained by the owner.
+    var inbox: UnsafeMutablePointer<Atomic<UInt>> { shared.assumingMemoryBound(to: Atomic<UInt>.self) }
+
+    /// 1 while the worker sleeps or is about to (docs/sleep.md); a waker stores 0.
+    var sleepWord: UnsafeMutablePointer<Atomic<UInt32>> {
+        (shared + 128).assumingMemoryBound(to: Atomic<UInt32>.self)
+    }
+
+    @inlinable
+    func deque(_ priority: UInt8) -> WorkStealingDeque<UInt> {
+        switch priority {
+        case 0: high
+        case 1: normal
+        default: low
+        }
+    }
+
+    /// Adds `amount` to one of the owner's counters (no read-modify-write: only the owner writes).
+    @inline(__always)
+    func count(_ slot: MetricSlot, _ amount: UInt64 = 1) {
+        let counter = metrics + slot.rawValue
+        // Relaxed: a statistic; readers only need some recent value.
+        counter.pointee.store(counter.pointee.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
+    }
+
+    func metric(_ slot: MetricSlot) -> UInt64 {
+        metrics[slot.rawValue].load(ordering: .relaxed)
+    }
+
+    mutating func nextRandom() -> UInt64 {
+        random ^= random << 13
+        random ^= random >> 7
+        random ^= random << 17
+        return random
+    }
+}
