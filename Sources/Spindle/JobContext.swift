@@ -27,24 +27,35 @@ public struct JobContext {
     // MARK: Spawning
 
     /// Submits `body` as a job on this worker's deque (where idle workers may steal it) and
-    /// returns the counter that reaches zero when it is done.
+    /// returns a new counter that reaches zero when it is done.
     ///
-    /// - Parameters: as for `JobSystem.run(priority:affinity:counter:_:)`.
-    /// - Complexity: O(1); never blocks or switches fibers; no heap allocation when `counter` is
-    ///   given (the record comes from the worker's frame allocator).
+    /// - Parameters: as for `JobSystem.run(priority:affinity:_:)`.
+    /// - Complexity: O(1); never blocks or switches fibers. One heap allocation (the counter);
+    ///   `run(counter:priority:affinity:_:)` has none.
     @discardableResult
     public func run(
-        priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        priority: Priority = .normal, affinity: JobAffinity = .migratable,
         _ body: @escaping @Sendable (JobContext) -> Void
     ) -> JobCounter {
-        let counter = counter ?? JobCounter()
+        let counter = JobCounter()
+        run(counter: counter, priority: priority, affinity: affinity, body)
+        return counter
+    }
+
+    /// Submits `body` as a job that adds one to `counter` now and subtracts it when done.
+    ///
+    /// - Complexity: O(1); never blocks or switches fibers; no heap allocation (the record comes
+    ///   from the worker's frame allocator; Swift allocates a closure context only when a closure
+    ///   value that captures is formed).
+    public func run(
+        counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        _ body: @escaping @Sendable (JobContext) -> Void
+    ) {
         counter.increment()
         let worker = state.pointee.worker
-        let scheduler = worker.pointee.scheduler
-        let record = worker.pointee.arena.allocate(size: MemoryLayout<RunRecord>.stride, pool: scheduler.chunks)
+        let record = worker.pointee.arena.allocate(size: MemoryLayout<RunRecord>.stride, pool: worker.pointee.chunks)
         Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
-        scheduler.push(record, priority: priority.rawValue, on: worker)
-        return counter
+        worker.pointee.post(Token.record(record), priority: priority.rawValue)
     }
 
     /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.
@@ -59,11 +70,10 @@ public struct JobContext {
         guard count > 0 else { return counter }
         counter.increment(by: count)
         let worker = state.pointee.worker
-        let scheduler = worker.pointee.scheduler
-        let record = worker.pointee.arena.allocate(size: MemoryLayout<CountRecord>.stride, pool: scheduler.chunks)
-        Execution.initializeCount(record, count: count, tickets: Swift.min(count, scheduler.workerCount), body: body,
+        let record = worker.pointee.arena.allocate(size: MemoryLayout<CountRecord>.stride, pool: worker.pointee.chunks)
+        Execution.initializeCount(record, count: count, tickets: Swift.min(count, worker.pointee.workerCount), body: body,
                                   counter: counter, priority: priority, affinity: affinity)
-        scheduler.push(record, priority: priority.rawValue, on: worker)
+        worker.pointee.post(Token.record(record), priority: priority.rawValue)
         return counter
     }
 
@@ -101,37 +111,44 @@ public struct JobContext {
     public func join<Left, Right: Sendable>(
         _ left: (JobContext) -> Left, _ right: @Sendable (JobContext) -> Right
     ) -> (Left, Right) {
-        var rightResult: Right?
-        let leftResult: Left = withoutActuallyEscaping({ (context: JobContext) in rightResult = right(context) }) { thunk in
-            withUnsafeTemporaryAllocation(byteCount: Execution.joinRecordSize, alignment: 16) { buffer in
-                let record = buffer.baseAddress!
-                _joinStart(record, thunk: thunk)
-                let value = left(self)
-                if _joinFinish(record) {
-                    Execution.joinThunk(record).pointee(self)
-                }
-                Execution.joinThunk(record).deinitialize(count: 1)
-                return value
+        // Both results go straight into stack slots, written by non-escaping closures whose
+        // contexts live on this stack too: no heap allocation.
+        withUnsafeTemporaryAllocation(of: Left.self, capacity: 1) { leftSlot in
+            withUnsafeTemporaryAllocation(of: Right.self, capacity: 1) { rightSlot in
+                let leftResult = leftSlot.baseAddress!
+                let rightResult = rightSlot.baseAddress!
+                _join({ state in leftResult.initialize(to: left(JobContext(state: state.assumingMemoryBound(to: FiberState.self)))) },
+                      { state in rightResult.initialize(to: right(JobContext(state: state.assumingMemoryBound(to: FiberState.self)))) })
+                return (leftResult.move(), rightResult.move())
             }
         }
-        return (leftResult, rightResult!)
     }
 
-    /// Fills the join record and offers it on this worker's deque.
+    /// The non-generic part of `join`: the record lives on this stack, and the right closure is
+    /// recorded as its two words (`spindle_closure_words`), so a thief can call it without Swift
+    /// boxing it.
     @usableFromInline
-    func _joinStart(_ record: UnsafeMutableRawPointer, thunk: @escaping (JobContext) -> Void) {
-        record.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
-            execute: Execution.executeJoinFunction, counter: nil,
-            priority: Priority(rawValue: state.pointee.priority)!, pinned: state.pointee.pinned))
-        Execution.joinLatch(record).initialize(to: Atomic(JoinLatch.pending))
-        Execution.joinThunk(record).initialize(to: thunk)
-        let worker = state.pointee.worker
-        worker.pointee.scheduler.push(record, priority: state.pointee.priority, on: worker)
+    func _join(_ left: (UnsafeMutableRawPointer) -> Void, _ right: (UnsafeMutableRawPointer) -> Void) {
+        withUnsafeTemporaryAllocation(byteCount: Execution.joinRecordSize, alignment: 16) { buffer in
+            let record = buffer.baseAddress!
+            record.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
+                execute: Execution.executeJoin, counter: nil,
+                priority: Priority(rawValue: state.pointee.priority)!, pinned: state.pointee.pinned))
+            Execution.joinLatch(record).initialize(to: Atomic(JoinLatch.pending))
+            // SAFETY: `right` outlives every use of its recorded words: a thief finishes calling it
+            // before it releases the latch, and we do not return before the latch is released.
+            _spindleClosureWords(Execution.joinThunk(record), right)
+            let worker = state.pointee.worker
+            worker.pointee.post(Token.record(record), priority: state.pointee.priority)
+            left(UnsafeMutableRawPointer(state))
+            if _joinFinish(record) {
+                right(UnsafeMutableRawPointer(state))
+            }
+        }
     }
 
     /// Takes the right half back if nobody stole it (returns true: run it inline); otherwise
     /// waits until the thief has finished it (returns false).
-    @usableFromInline
     func _joinFinish(_ record: UnsafeMutableRawPointer) -> Bool {
         let mine = Token.record(record)
         let priority = state.pointee.priority
@@ -140,11 +157,11 @@ public struct JobContext {
             // Acquiring: pairs with the thief's exchange; its result is then visible.
             if latch.pointee.load(ordering: .acquiring) == JoinLatch.done { return false }
             let worker = state.pointee.worker
-            guard let token = worker.pointee.deque(priority).pop() else { break }
+            guard let token = worker.pointee.pop(priority) else { break }
             if token == mine { return true }
             if token & Token.fiberTag != 0 {
                 // A ready fiber cannot run on top of this one: leave it to the loop.
-                worker.pointee.deque(priority).push(token)
+                worker.pointee.post(token, priority: priority)
                 break
             }
             // A job spawned by `left` that nobody took: run it here, as the loop would.
@@ -155,6 +172,11 @@ public struct JobContext {
         return false
     }
 }
+
+/// Records the two words of a Swift closure at `out` (CSpindle/closure.c).
+@usableFromInline
+@_silgen_name("spindle_closure_words")
+func _spindleClosureWords(_ out: UnsafeMutableRawPointer, _ body: (UnsafeMutableRawPointer) -> Void)
 
 @available(*, unavailable, message: "a JobContext belongs to one running job; each job receives its own")
 extension JobContext: Sendable {}

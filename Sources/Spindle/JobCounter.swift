@@ -67,7 +67,7 @@ public final class JobCounter: @unchecked Sendable {
         precondition(count >= 0, "JobCounter.increment(by: \(count)): the amount must not be negative")
         // Relaxed is enough for the count itself: the job that will decrement is published by
         // the queue that carries it. The 0 -> n transition takes the self-reference.
-        if pendingCount.add(count, ordering: .relaxed).oldValue == 0 && count > 0 {
+        if pendingCount.wrappingAdd(count, ordering: .relaxed).oldValue == 0 && count > 0 {
             _ = Unmanaged.passUnretained(self).retain()
         }
     }
@@ -82,7 +82,7 @@ public final class JobCounter: @unchecked Sendable {
     public func decrement(by count: Int = 1) {
         // Acquiring and releasing: the waiter that sees zero must see everything the counted
         // jobs wrote; pairs with the acquiring loads in the wait paths.
-        let old = pendingCount.subtract(count, ordering: .acquiringAndReleasing).oldValue
+        let old = pendingCount.wrappingSubtract(count, ordering: .acquiringAndReleasing).oldValue
         if old == count {
             reachedZero()
         } else if old < count {

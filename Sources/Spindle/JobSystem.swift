@@ -56,7 +56,7 @@ public final class JobSystem: @unchecked Sendable {
 
     // MARK: Submitting
 
-    /// Submits `body` as a job and returns the counter that reaches zero when it is done.
+    /// Submits `body` as a job and returns a new counter that reaches zero when it is done.
     ///
     /// From a thread outside the system the job goes to the injection queue of its priority;
     /// from inside one of this system's jobs it goes to the running worker's deque.
@@ -64,23 +64,34 @@ public final class JobSystem: @unchecked Sendable {
     /// - Parameters:
     ///   - priority: where the job queues (see `Priority`).
     ///   - affinity: whether the job may continue on another worker after it waits.
-    ///   - counter: a counter to add this job to; pass one to submit without allocating (a new
-    ///     counter is one heap allocation). The same counter is returned.
     /// - Precondition: `shutdown()` has not been called (jobs of this system may still submit
     ///   while it drains).
-    /// - Complexity: O(1); no allocation when `counter` is given (Swift allocates a context for a
-    ///   closure that captures values, once per closure value).
+    /// - Complexity: O(1). One heap allocation (the counter); `run(counter:priority:affinity:_:)`
+    ///   has none.
     @discardableResult
     public func run(
-        priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        priority: Priority = .normal, affinity: JobAffinity = .migratable,
         _ body: @escaping @Sendable (JobContext) -> Void
     ) -> JobCounter {
-        let counter = counter ?? JobCounter()
+        let counter = JobCounter()
+        run(counter: counter, priority: priority, affinity: affinity, body)
+        return counter
+    }
+
+    /// Submits `body` as a job that adds one to `counter` now and subtracts it when done.
+    /// Never blocks.
+    ///
+    /// - Precondition: as for `run(priority:affinity:_:)`.
+    /// - Complexity: O(1); no heap allocation (records come from per-thread frame allocators;
+    ///   Swift allocates a closure context only when a closure value that captures is formed).
+    public func run(
+        counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        _ body: @escaping @Sendable (JobContext) -> Void
+    ) {
         counter.increment()
         scheduler.submit(priority: priority.rawValue) { memory in
             Execution.initializeRun(memory, body: body, counter: counter, priority: priority, affinity: affinity)
         }
-        return counter
     }
 
     /// Submits `count` jobs that run `body(index, context)` for every index in `0..<count`, and

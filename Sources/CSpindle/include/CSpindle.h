@@ -197,6 +197,13 @@ static inline __attribute__((always_inline)) void *_Nullable spindle_fiber_switc
 /// returned stack pointer calls spindle_fiber_main(argument, fiber).
 void *_Nonnull spindle_context_make(void *_Nonnull stack_top, spindle_fiber_t *_Nonnull fiber);
 
+// MARK: - Closures (closure.c)
+
+/// Calls the Swift closure of type `(UnsafeMutableRawPointer) -> Void` whose two words
+/// (function, context) are at `words`, as recorded by spindle_closure_words (declared to Swift
+/// with @_silgen_name, since Swift passes the closure itself).
+void spindle_closure_invoke(void *_Nonnull const *_Nonnull words, void *_Nullable argument);
+
 // MARK: - Stack-overflow reporting (overflow.c)
 
 /// Records a guard region below a fiber stack of `stack_size` bytes, so that a fault in it is

@@ -31,7 +31,7 @@ public final class FiberPool: @unchecked Sendable {
             put(try Fiber.allocate(configuration))
         }
         // `put` does not count allocations: the preallocated fibers are this pool's.
-        allocated.add(preallocate, ordering: .relaxed)
+        allocated.wrappingAdd(preallocate, ordering: .relaxed)
     }
 
     /// Unmaps the free fibers. Fibers still handed out are not the pool's any more: whoever holds
@@ -60,7 +60,7 @@ public final class FiberPool: @unchecked Sendable {
             return Fiber(control: reused)
         }
         let fiber = try Fiber.allocate(configuration)
-        allocated.add(1, ordering: .relaxed)
+        allocated.wrappingAdd(1, ordering: .relaxed)
         return fiber
     }
 
@@ -116,7 +116,7 @@ public final class FiberPool: @unchecked Sendable {
             Fiber(control: control).deallocate()
             freedCount += 1
         }
-        allocated.subtract(freedCount, ordering: .relaxed)
+        allocated.wrappingSubtract(freedCount, ordering: .relaxed)
         for control in kept {
             Fiber(control: control).releaseAllDeepStackPages()
         }

@@ -1,3 +1,4 @@
+import CSpindle
 import Synchronization
 
 /// Filling and executing the three kinds of record (docs/scheduler.md, "Job records").
@@ -17,15 +18,18 @@ enum Execution {
 
     static let executeRun: ExecuteFunction = { memory, rawState in
         let state = rawState.assumingMemoryBound(to: FiberState.self)
-        let record = memory.assumingMemoryBound(to: RunRecord.self)
-        let counter = record.pointee.header.counter
-        let saved = enter(state, counter: counter, header: record.pointee.header)
-        record.pointee.body(JobContext(state: state))
+        // Moving the record out takes over the closure's reference (no retain), and lets the
+        // record's memory go back to its chunk before the body runs. (Through the concrete
+        // record type: a closure read through a generic pointer has another representation.)
+        let record = memory.assumingMemoryBound(to: RunRecord.self).move()
+        state.pointee.worker.pointee.releaseRecord(memory)
+        let saved = enter(state, counter: record.header.counter, header: record.header)
+        record.body(JobContext(state: state))
         leave(state, saved)
-        record.deinitialize(count: 1)
-        RecordChunk.release(record: memory)
         state.pointee.worker.pointee.count(.jobsRun)
-        counter?.takeUnretainedValue().decrement()
+        if let counter = record.header.counter {
+            counter._withUnsafeGuaranteedRef { $0.decrement() }
+        }
     }
 
     // MARK: run(count:)
@@ -50,19 +54,18 @@ enum Execution {
         let count = record.pointee.count
         if record.pointee.ticketsSpawned.load(ordering: .relaxed) < record.pointee.maxTickets
             && record.pointee.nextIndex.load(ordering: .relaxed) < count - 1
-            && record.pointee.ticketsSpawned.add(1, ordering: .relaxed).oldValue < record.pointee.maxTickets {
+            && record.pointee.ticketsSpawned.wrappingAdd(1, ordering: .relaxed).oldValue < record.pointee.maxTickets {
             // Relaxed: this ticket is live, so the count cannot reach zero before the new one
             // is counted; the push publishes the record.
-            record.pointee.ticketsLive.add(1, ordering: .relaxed)
-            let worker = state.pointee.worker
-            worker.pointee.scheduler.push(memory, priority: record.pointee.header.priority, on: worker)
+            record.pointee.ticketsLive.wrappingAdd(1, ordering: .relaxed)
+            state.pointee.worker.pointee.post(Token.record(memory), priority: record.pointee.header.priority)
         }
         let counter = record.pointee.header.counter
         let saved = enter(state, counter: counter, header: record.pointee.header)
         var done = 0
         while true {
             // Relaxed: the index claim needs atomicity only; results are published by the counter.
-            let index = record.pointee.nextIndex.add(1, ordering: .relaxed).oldValue
+            let index = record.pointee.nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
             if index >= count { break }
             record.pointee.body(index, JobContext(state: state))
             done += 1
@@ -70,29 +73,29 @@ enum Execution {
         leave(state, saved)
         state.pointee.worker.pointee.count(.jobsRun, UInt64(done))
         // Acquiring and releasing: the last ticket destroys the record after the others are done.
-        if record.pointee.ticketsLive.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+        if record.pointee.ticketsLive.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             record.deinitialize(count: 1)
-            RecordChunk.release(record: memory)
+            state.pointee.worker.pointee.releaseRecord(memory)
         }
-        if done > 0 { counter?.takeUnretainedValue().decrement(by: done) }
+        if done > 0, let counter {
+            counter._withUnsafeGuaranteedRef { $0.decrement(by: done) }
+        }
     }
 
     // MARK: join
 
     /// A join record on the owner's stack: header, latch, and the right-hand closure (which
     /// writes its result into the owner's frame).
-    @usableFromInline static var joinLatchOffset: Int { 32 }
-    @usableFromInline static var joinThunkOffset: Int { 48 }
-    @usableFromInline static var joinRecordSize: Int { 64 }
+    static var joinLatchOffset: Int { 32 }
+    static var joinThunkOffset: Int { 48 }
+    static var joinRecordSize: Int { 64 }
 
-    @usableFromInline
     static func joinLatch(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
         (record + joinLatchOffset).assumingMemoryBound(to: Atomic<UInt>.self)
     }
 
-    @usableFromInline
-    static func joinThunk(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<(JobContext) -> Void> {
-        (record + joinThunkOffset).assumingMemoryBound(to: ((JobContext) -> Void).self)
+    static func joinThunk(_ record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+        record + joinThunkOffset
     }
 
     /// Executed by a thief: runs the right half, then releases the owner.
@@ -100,7 +103,7 @@ enum Execution {
         let state = rawState.assumingMemoryBound(to: FiberState.self)
         let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
         let saved = enter(state, counter: nil, header: header)
-        joinThunk(memory).pointee(JobContext(state: state))
+        spindle_closure_invoke(joinThunk(memory).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
         leave(state, saved)
         state.pointee.worker.pointee.count(.jobsRun)
         // Acquiring and releasing: publishes the result to the owner; acquires its parked state.
@@ -110,9 +113,6 @@ enum Execution {
             Scheduler.makeReady(UnsafeMutablePointer<FiberState>(bitPattern: waiter)!)
         }
     }
-
-    @usableFromInline
-    static let executeJoinFunction: ExecuteFunction = executeJoin
 
     // MARK: Per-job fiber state
 

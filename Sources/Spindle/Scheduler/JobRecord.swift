@@ -78,7 +78,9 @@ enum Token {
 /// chunk by masking its address. The first cache line is the chunk header.
 ///
 /// Reclamation rule (docs/scheduler.md, "Job records"): `pending` starts at `bias`. Each finished
-/// record subtracts 1; when its arena moves on to a new chunk it subtracts `bias - allocated`.
+/// record subtracts 1 (or, when it finishes on the arena's own thread while the chunk is still
+/// current, counts in `locallyReleased`); when its arena moves on to a new chunk it subtracts
+/// `bias - allocated + locallyReleased`.
 /// The subtraction that reaches zero, whichever thread makes it, returns the chunk to the pool:
 /// by then the arena has let go of it and every record in it has finished.
 enum RecordChunk {
@@ -108,7 +110,7 @@ enum RecordChunk {
         let chunk = of(record)
         // Acquiring and releasing: the thread that reaches zero recycles the chunk and must see
         // every other record's last writes (they happen before their own subtraction).
-        if pending(chunk).pointee.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+        if pending(chunk).pointee.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             pool(chunk).takeUnretainedValue().put(chunk)
         }
     }
@@ -145,7 +147,7 @@ final class ChunkPool: @unchecked Sendable {
         RecordChunk.poolNext(chunk).initialize(to: nil)
         (chunk + 16).storeBytes(of: Unmanaged.passUnretained(self), as: Unmanaged<ChunkPool>.self)
         lock.withLock { all.append(chunk) }
-        bytes.add(RecordChunk.chunkSize, ordering: .relaxed)
+        bytes.wrappingAdd(RecordChunk.chunkSize, ordering: .relaxed)
         return chunk
     }
 
@@ -163,6 +165,9 @@ struct RecordArena {
     var chunk: UnsafeMutableRawPointer?
     var cursor = 0
     var allocated = 0
+    /// Records of `chunk` that finished on the arena's own thread, not yet subtracted from the
+    /// chunk's `pending` (folded in when the arena lets go of the chunk).
+    var locallyReleased = 0
 
     /// Memory for a record of `size` bytes, 16-byte aligned, in a chunk from `pool`.
     ///
@@ -185,6 +190,7 @@ struct RecordArena {
         chunk = fresh
         cursor = RecordChunk.headerSize + size
         allocated = 1
+        locallyReleased = 0
         return fresh + RecordChunk.headerSize
     }
 
@@ -192,7 +198,8 @@ struct RecordArena {
     mutating func retire() {
         guard let old = chunk else { return }
         chunk = nil
-        if RecordChunk.pending(old).pointee.subtract(RecordChunk.bias - allocated, ordering: .acquiringAndReleasing).newValue == 0 {
+        let settled = RecordChunk.bias - allocated + locallyReleased
+        if RecordChunk.pending(old).pointee.wrappingSubtract(settled, ordering: .acquiringAndReleasing).newValue == 0 {
             RecordChunk.pool(old).takeUnretainedValue().put(old)
         }
     }

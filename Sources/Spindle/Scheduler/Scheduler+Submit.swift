@@ -29,7 +29,8 @@ extension Scheduler {
         if let worker = currentWorker() {
             let record = worker.pointee.arena.allocate(size: size, pool: chunks)
             initialize(record)
-            worker.pointee.deque(priority).push(Token.record(record))
+            worker.pointee.post(Token.record(record), priority: priority)
+            return
         } else {
             precondition(!shutdownRequested.load(ordering: .relaxed),
                          "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
@@ -41,12 +42,6 @@ extension Scheduler {
         sleep.workPosted(self)
     }
 
-    /// Queues a record from a job running on `worker` (owner thread).
-    @inline(__always)
-    func push(_ record: UnsafeMutableRawPointer, priority: UInt8, on worker: UnsafeMutablePointer<WorkerState>) {
-        worker.pointee.deque(priority).push(Token.record(record))
-        sleep.workPosted(self)
-    }
 
     /// The calling outside thread's submitter state, created on first use.
     private func submitter() -> UnsafeMutablePointer<Submitter> {

@@ -20,6 +20,9 @@ final class Scheduler: @unchecked Sendable {
     @usableFromInline let workerCount: Int
     @usableFromInline let workers: UnsafeMutablePointer<UnsafeMutablePointer<WorkerState>>
     let injection: [InjectionQueue]
+    /// Every worker's deques (high, normal, low per worker): they own the deques the workers
+    /// reference unmanaged.
+    let deques: [WorkStealingDeque<UInt>]
     let chunks = ChunkPool()
     let frames = FrameState()
     let fiberPool: FiberPool
@@ -66,6 +69,9 @@ final class Scheduler: @unchecked Sendable {
         let result = pthread_key_create(&key, nil)
         guard result == 0 else { throw SystemError(call: "pthread_key_create", errno: result) }
         submitterKey = key
+        deques = (0..<workerCount * 3).map { index in
+            WorkStealingDeque(capacity: index % 3 == 1 ? 1024 : 256)
+        }
         workers = .allocate(capacity: workerCount)
         var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
         for index in 0..<workerCount {
@@ -73,7 +79,8 @@ final class Scheduler: @unchecked Sendable {
             let worker = UnsafeMutableRawPointer.allocate(byteCount: stride, alignment: 128)
                 .bindMemory(to: WorkerState.self, capacity: 1)
             seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            worker.initialize(to: WorkerState(index: index, scheduler: self, seed: seed))
+            worker.initialize(to: WorkerState(index: index, scheduler: self,
+                                              deques: Array(deques[index * 3..<index * 3 + 3]), seed: seed))
             workers[index] = worker
         }
     }
@@ -408,11 +415,11 @@ final class Scheduler: @unchecked Sendable {
             worker.pointee.pinnedReady = pinned.pointee.link
             return Token.fiber(pinned)
         }
-        if let token = worker.pointee.high.pop() { return token }
+        if let token = worker.pointee.pop(0) { return token }
         if let token = takeInjected(worker, priority: 0) { return token }
-        if let token = worker.pointee.normal.pop() { return token }
+        if let token = worker.pointee.pop(1) { return token }
         if let token = takeInjected(worker, priority: 1) { return token }
-        if let token = worker.pointee.low.pop() { return token }
+        if let token = worker.pointee.pop(2) { return token }
         if let token = takeInjected(worker, priority: 2) { return token }
         return steal(worker)
     }
@@ -426,7 +433,7 @@ final class Scheduler: @unchecked Sendable {
                 state.pointee.link = worker.pointee.pinnedReady
                 worker.pointee.pinnedReady = state
             } else {
-                worker.pointee.deque(state.pointee.priority).push(Token.fiber(state))
+                worker.pointee.push(Token.fiber(state), priority: state.pointee.priority)
             }
         }
         // Others may now steal the pushed fibers.
@@ -441,7 +448,7 @@ final class Scheduler: @unchecked Sendable {
             if first == nil {
                 first = Token.record(record)
             } else {
-                worker.pointee.deque(UInt8(priority)).push(Token.record(record))
+                worker.pointee.push(Token.record(record), priority: UInt8(priority))
             }
         }
         if taken > 1 { sleep.workPosted(self) }
@@ -460,9 +467,9 @@ final class Scheduler: @unchecked Sendable {
                     if victim >= workerCount { victim -= workerCount }
                     if victim == worker.pointee.index { continue }
                     let deque = workers[victim].pointee.deque(priority)
-                    guard deque.approximateCount > 0 else { continue }
+                    guard deque._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0 else { continue }
                     worker.pointee.count(.stealAttempts)
-                    switch deque.steal() {
+                    switch deque._withUnsafeGuaranteedRef({ $0.steal() }) {
                     case .success(let token):
                         worker.pointee.count(.steals)
                         return token
@@ -491,8 +498,9 @@ final class Scheduler: @unchecked Sendable {
         for queue in injection where queue.mayHaveWork { return true }
         for index in 0..<workerCount {
             let worker = workers[index]
-            if worker.pointee.high.approximateCount > 0 || worker.pointee.normal.approximateCount > 0
-                || worker.pointee.low.approximateCount > 0
+            if worker.pointee.high._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0
+                || worker.pointee.normal._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0
+                || worker.pointee.low._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0
                 || worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
                 return true
             }

@@ -26,7 +26,7 @@ final class SleepState: @unchecked Sendable {
 
     deinit { storage.deallocate() }
 
-    private var activity: UnsafeMutablePointer<Atomic<UInt64>> {
+    var activity: UnsafeMutablePointer<Atomic<UInt64>> {
         storage.assumingMemoryBound(to: Atomic<UInt64>.self)
     }
 
@@ -101,7 +101,7 @@ final class SleepState: @unchecked Sendable {
     /// The caller cleared `index`'s sleeping bit, so it owns the wake-up: it counts the worker
     /// awake and searching on its behalf, then releases its futex ("Waking", steps 1–3).
     private func wakeClaimed(worker index: Int, _ scheduler: Scheduler) {
-        activity.pointee.add(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
+        activity.pointee.wrappingAdd(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
         let worker = scheduler.workers[index]
         // Releasing: pairs with the sleeper's acquiring load of its word.
         worker.pointee.sleepWord.pointee.store(0, ordering: .releasing)
@@ -112,13 +112,13 @@ final class SleepState: @unchecked Sendable {
 
     /// The calling worker ran out of local work and starts searching.
     func startSearching() {
-        activity.pointee.add(Self.searchingOne, ordering: .sequentiallyConsistent)
+        activity.pointee.wrappingAdd(Self.searchingOne, ordering: .sequentiallyConsistent)
     }
 
     /// The calling worker found work and stops searching. If it was the last searcher, it
     /// wakes a sleeper to keep one worker looking ("Searching", step 2).
     func stopSearching(_ scheduler: Scheduler) {
-        let old = activity.pointee.subtract(Self.searchingOne, ordering: .sequentiallyConsistent).oldValue
+        let old = activity.pointee.wrappingSubtract(Self.searchingOne, ordering: .sequentiallyConsistent).oldValue
         if Self.searching(old) == 1 { wakeOne(scheduler) }
     }
 
@@ -141,7 +141,7 @@ final class SleepState: @unchecked Sendable {
         // Step 2: announce.
         word.pointee.bitwiseOr(bit, ordering: .sequentiallyConsistent)
         // Step 3: no longer awake or searching.
-        activity.pointee.subtract(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
+        activity.pointee.wrappingSubtract(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
         // Step 4: re-check every queue after announcing; work posted before our announcement
         // is seen here, work posted after it sees our bit.
         if scheduler.anyWorkVisible(for: worker) || scheduler.terminated.load(ordering: .acquiring) {
@@ -169,7 +169,7 @@ final class SleepState: @unchecked Sendable {
     /// ourselves awake and searching again; otherwise the waker already did.
     private func leave(_ worker: UnsafeMutablePointer<WorkerState>, bit: UInt64, word: UnsafeMutablePointer<Atomic<UInt64>>) {
         if word.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
-            activity.pointee.add(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
+            activity.pointee.wrappingAdd(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
         }
     }
 

@@ -49,12 +49,19 @@ enum MetricSlot: Int, CaseIterable {
 /// copied). The fields other threads write (`inbox`, `sleepWord`) live in a separate allocation,
 /// each on its own cache line, away from the owner's hot fields.
 @usableFromInline
-struct WorkerState {
+struct WorkerState: ~Copyable {
     @usableFromInline let index: Int
-    @usableFromInline unowned(unsafe) let scheduler: Scheduler
-    @usableFromInline let high: WorkStealingDeque<UInt>
-    @usableFromInline let normal: WorkStealingDeque<UInt>
-    @usableFromInline let low: WorkStealingDeque<UInt>
+    /// Unmanaged on purpose, like the deques: the scheduler owns the workers and outlives them,
+    /// and a strong or unowned(unsafe) reference costs a retain and release per use on the hot
+    /// paths (measured in W1 and W2).
+    let schedulerReference: Unmanaged<Scheduler>
+    let high: Unmanaged<WorkStealingDeque<UInt>>
+    let normal: Unmanaged<WorkStealingDeque<UInt>>
+    let low: Unmanaged<WorkStealingDeque<UInt>>
+    /// The scheduler's `SleepState.activity` word and record chunk pool, for the hot paths.
+    let activity: UnsafeMutablePointer<Atomic<UInt64>>
+    unowned(unsafe) let chunks: ChunkPool
+    let workerCount: Int
     var arena = RecordArena()
     @usableFromInline var pendingAction = PendingAction.none
     /// The fiber running on this worker now.
@@ -69,12 +76,15 @@ struct WorkerState {
     /// `inbox` at offset 0 and `sleepWord` at offset 128.
     let shared: UnsafeMutableRawPointer
 
-    init(index: Int, scheduler: Scheduler, seed: UInt64) {
+    init(index: Int, scheduler: Scheduler, deques: [WorkStealingDeque<UInt>], seed: UInt64) {
         self.index = index
-        self.scheduler = scheduler
-        high = WorkStealingDeque(capacity: 256)
-        normal = WorkStealingDeque(capacity: 1024)
-        low = WorkStealingDeque(capacity: 256)
+        schedulerReference = Unmanaged.passUnretained(scheduler)
+        high = Unmanaged.passUnretained(deques[0])
+        normal = Unmanaged.passUnretained(deques[1])
+        low = Unmanaged.passUnretained(deques[2])
+        activity = scheduler.sleep.activity
+        chunks = scheduler.chunks
+        workerCount = scheduler.workerCount
         random = seed | 1
         let slots = MetricSlot.allCases.count
         metrics = UnsafeMutableRawPointer.allocate(byteCount: slots * 8, alignment: 128)
@@ -100,12 +110,52 @@ struct WorkerState {
         (shared + 128).assumingMemoryBound(to: Atomic<UInt32>.self)
     }
 
-    @inlinable
-    func deque(_ priority: UInt8) -> WorkStealingDeque<UInt> {
+    /// The scheduler (a +0 reference; the scheduler outlives its workers).
+    var scheduler: Scheduler { schedulerReference.takeUnretainedValue() }
+
+    @inline(__always)
+    func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
         switch priority {
         case 0: high
         case 1: normal
         default: low
+        }
+    }
+
+    /// A record finished (or was moved out). Records of this worker's own current chunk are
+    /// counted without an atomic (`RecordArena.locallyReleased`); others go through the chunk.
+    @inline(__always)
+    mutating func releaseRecord(_ record: UnsafeMutableRawPointer) {
+        if RecordChunk.of(record) == arena.chunk {
+            arena.locallyReleased &+= 1
+        } else {
+            RecordChunk.release(record: record)
+        }
+    }
+
+    /// Pushes on the deque of `priority`. Owner only.
+    @inline(__always)
+    func push(_ token: UInt, priority: UInt8) {
+        deque(priority)._withUnsafeGuaranteedRef { $0.push(token) }
+    }
+
+    /// Pops from the deque of `priority`. Owner only.
+    @inline(__always)
+    func pop(_ priority: UInt8) -> UInt? {
+        deque(priority)._withUnsafeGuaranteedRef { $0.pop() }
+    }
+
+    /// Pushes work others may take and runs the wake check ("Posting work", docs/sleep.md).
+    /// Owner only.
+    @usableFromInline
+    func post(_ token: UInt, priority: UInt8) {
+        push(token, priority: priority)
+        // Step 1: the push must be visible before we read the counts (store-load order).
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        // Step 2: a searching worker will find it.
+        if SleepState.searching(activity.pointee.load(ordering: .relaxed)) == 0 {
+            // Step 3.
+            _ = schedulerReference._withUnsafeGuaranteedRef { $0.sleep.wakeOne($0) }
         }
     }
 

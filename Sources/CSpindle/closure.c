@@ -1,0 +1,26 @@
+// The two machine words of a Swift closure, for join records (docs/scheduler.md, "Join").
+//
+// Swift passes a thick closure argument as two scalars, the function pointer and the context,
+// and calls a closure with its context in the swift_context register. Clang's swiftcall
+// attributes describe exactly that convention, so a non-escaping closure can be recorded here
+// and called later from another thread without Swift boxing it (withoutActuallyEscaping would
+// heap-allocate a wrapper per call). The caller keeps the closure alive until the call is done.
+
+#include "CSpindle.h"
+
+__attribute__((swiftcall)) void spindle_closure_words(void **out, const void *function,
+                                                      void *context);
+
+__attribute__((swiftcall)) void spindle_closure_words(void **out, const void *function,
+                                                      void *context) {
+  out[0] = (void *)function;
+  out[1] = context;
+}
+
+typedef void (*spindle_swift_closure_t)(void *argument,
+                                        void *__attribute__((swift_context)) context)
+    __attribute__((swiftcall));
+
+void spindle_closure_invoke(void *const *words, void *argument) {
+  ((spindle_swift_closure_t)words[0])(argument, words[1]);
+}
