@@ -24,12 +24,18 @@ enum Execution {
         let record = memory.assumingMemoryBound(to: RunRecord.self).move()
         state.pointee.worker.pointee.releaseRecord(memory)
         let saved = enter(state, counter: record.header.counter, header: record.header)
-        record.body(JobContext(state: state))
+        invoke(record.body, JobContext(state: state))
         leave(state, saved)
         state.pointee.worker.pointee.count(.jobsRun)
         if let counter = record.header.counter {
             counter._withUnsafeGuaranteedRef { $0.decrement() }
         }
+    }
+
+    /// Calls a body the caller owns: consuming it avoids a retain and release around the call.
+    @inline(__always)
+    static func invoke(_ body: consuming @escaping @Sendable (JobContext) -> Void, _ context: JobContext) {
+        body(context)
     }
 
     // MARK: run(count:)

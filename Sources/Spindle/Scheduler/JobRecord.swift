@@ -173,7 +173,7 @@ struct RecordArena {
     ///
     /// - Complexity: O(1); a pool lock once per chunk.
     @inline(__always)
-    mutating func allocate(size: Int, pool: ChunkPool) -> UnsafeMutableRawPointer {
+    mutating func allocate(size: Int, pool: Unmanaged<ChunkPool>) -> UnsafeMutableRawPointer {
         let rounded = (size + 15) & ~15
         if let chunk, cursor + rounded <= RecordChunk.chunkSize {
             let record = chunk + cursor
@@ -184,9 +184,9 @@ struct RecordArena {
         return allocateInNewChunk(size: rounded, pool: pool)
     }
 
-    private mutating func allocateInNewChunk(size: Int, pool: ChunkPool) -> UnsafeMutableRawPointer {
+    private mutating func allocateInNewChunk(size: Int, pool: Unmanaged<ChunkPool>) -> UnsafeMutableRawPointer {
         retire()
-        let fresh = pool.get()
+        let fresh = pool._withUnsafeGuaranteedRef { $0.get() }
         chunk = fresh
         cursor = RecordChunk.headerSize + size
         allocated = 1

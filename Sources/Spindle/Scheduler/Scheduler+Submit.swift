@@ -27,7 +27,7 @@ extension Scheduler {
     func submit(priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
                 _ initialize: (UnsafeMutableRawPointer) -> Void) {
         if let worker = currentWorker() {
-            let record = worker.pointee.arena.allocate(size: size, pool: chunks)
+            let record = worker.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunks))
             initialize(record)
             worker.pointee.post(Token.record(record), priority: priority)
             return
@@ -35,7 +35,7 @@ extension Scheduler {
             precondition(!shutdownRequested.load(ordering: .relaxed),
                          "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
             let submitter = self.submitter()
-            let record = submitter.pointee.arena.allocate(size: size, pool: chunks)
+            let record = submitter.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunks))
             initialize(record)
             injection[Int(priority)].push(record)
         }

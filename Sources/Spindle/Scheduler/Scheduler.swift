@@ -312,10 +312,7 @@ final class Scheduler: @unchecked Sendable {
     private func workLoop(_ state: UnsafeMutablePointer<FiberState>) -> Fiber {
         while !state.pointee.exitRequested {
             let worker = state.pointee.worker
-            guard let token = findWork(worker) else {
-                if idle(worker) { continue }
-                break
-            }
+            guard let token = findWork(worker) ?? idle(worker) else { break }
             if token & Token.fiberTag == 0 {
                 let record = UnsafeMutableRawPointer(bitPattern: token)!
                 record.load(as: ExecuteFunction.self)(record, UnsafeMutableRawPointer(state))
@@ -440,9 +437,14 @@ final class Scheduler: @unchecked Sendable {
         sleep.workPosted(self)
     }
 
+    @inline(__always)
     private func takeInjected(_ worker: UnsafeMutablePointer<WorkerState>, priority: Int) -> UInt? {
+        guard injection[priority].mayHaveWork else { return nil }
+        return takeInjectedBatch(worker, priority: priority)
+    }
+
+    private func takeInjectedBatch(_ worker: UnsafeMutablePointer<WorkerState>, priority: Int) -> UInt? {
         let queue = injection[priority]
-        guard queue.mayHaveWork else { return nil }
         var first: UInt?
         let taken = queue.take(limit: Scheduler.injectionBatch) { record in
             if first == nil {
@@ -466,10 +468,14 @@ final class Scheduler: @unchecked Sendable {
                     var victim = start + offset
                     if victim >= workerCount { victim -= workerCount }
                     if victim == worker.pointee.index { continue }
-                    let deque = workers[victim].pointee.deque(priority)
-                    guard deque._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0 else { continue }
+                    let available = workers[victim].pointee.approximateCount(priority)
+                    guard available > 0 else { continue }
+                    if available == 1 && !worker.pointee.patienceExpired(victim: victim, priority: priority,
+                                                                        deque: workers[victim].pointee.storage(priority)) {
+                        continue
+                    }
                     worker.pointee.count(.stealAttempts)
-                    switch deque._withUnsafeGuaranteedRef({ $0.steal() }) {
+                    switch workers[victim].pointee.steal(priority) {
                     case .success(let token):
                         worker.pointee.count(.steals)
                         return token
@@ -498,9 +504,8 @@ final class Scheduler: @unchecked Sendable {
         for queue in injection where queue.mayHaveWork { return true }
         for index in 0..<workerCount {
             let worker = workers[index]
-            if worker.pointee.high._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0
-                || worker.pointee.normal._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0
-                || worker.pointee.low._withUnsafeGuaranteedRef({ $0.approximateCount }) > 0
+            if worker.pointee.approximateCount(0) > 0 || worker.pointee.approximateCount(1) > 0
+                || worker.pointee.approximateCount(2) > 0
                 || worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
                 return true
             }
@@ -519,19 +524,19 @@ final class Scheduler: @unchecked Sendable {
         return Int(bitPattern: UInt(parked &- resumed))
     }
 
-    /// No work found: search (spin over every queue) for a bounded time, then sleep; a woken
-    /// worker searches again. Returns true when work is visible (the caller takes it), false
-    /// when the system has terminated. docs/sleep.md, "Searching".
-    private func idle(_ worker: UnsafeMutablePointer<WorkerState>) -> Bool {
+    /// No work found: search (keep looking in every queue) for a bounded time, then sleep; a
+    /// woken worker searches again. Returns the work it found, or nil when the system has
+    /// terminated. docs/sleep.md, "Searching".
+    private func idle(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         sleep.startSearching()
         while true {
             let deadline = MonotonicTime.now() &+ spinNanoseconds
             var rounds = 0
             while true {
-                if terminated.load(ordering: .acquiring) { return false }
-                if anyWorkVisible(for: worker) {
+                if terminated.load(ordering: .acquiring) { return nil }
+                if let token = findWork(worker) {
                     sleep.stopSearching(self)
-                    return true
+                    return token
                 }
                 rounds += 1
                 if rounds & 15 == 0 {
@@ -543,7 +548,7 @@ final class Scheduler: @unchecked Sendable {
                     spinPause()
                 }
             }
-            if case .terminated = sleep.fallAsleep(worker, self) { return false }
+            if case .terminated = sleep.fallAsleep(worker, self) { return nil }
         }
     }
 }

@@ -88,20 +88,7 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
     /// - Complexity: amortized O(1); O(n) when the ring doubles.
     @inlinable
     public func push(_ element: Element) {
-        // Relaxed: only the owner writes `bottom`.
-        let bottom = bottomPointer.pointee.load(ordering: .relaxed)
-        // Acquiring: pairs with thieves' CAS on `top`, so a slot they vacated may be reused.
-        let top = topPointer.pointee.load(ordering: .acquiring)
-        // Relaxed: only the owner replaces the ring.
-        var ring = Ring(raw: ringPointer.pointee.load(ordering: .relaxed))
-        if bottom &- top > ring.mask {
-            ring = grow(top: top, bottom: bottom)
-        }
-        // Relaxed: published by the releasing store of `bottom` below.
-        ring.slot(bottom).pointee.store(unsafeBitCast(element, to: UInt.self), ordering: .relaxed)
-        // Releasing: publishes the slot write; pairs with the acquiring load of `bottom` in
-        // `steal()` (Lê et al. use a release fence and a relaxed store; same effect).
-        bottomPointer.pointee.store(bottom &+ 1, ordering: .releasing)
+        Self.push(element, storage: storage, owner: Unmanaged.passUnretained(self))
     }
 
     /// Takes the most recently pushed element from the bottom, or nil if the deque is empty (or a
@@ -110,8 +97,63 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
     /// - Complexity: O(1); one sequentially consistent fence, and a CAS only for the last element.
     @inlinable
     public func pop() -> Element? {
+        Self.pop(storage: storage)
+    }
+
+    /// Takes the oldest element from the top. Any thread.
+    ///
+    /// - Returns: `.success` with the element, `.empty`, or `.retry` when another thread won
+    ///   the race for the same element.
+    /// - Complexity: O(1); one sequentially consistent fence and one CAS.
+    @inlinable
+    public func steal() -> Steal {
+        Self.steal(storage: storage)
+    }
+
+    // The operations on the raw storage, for callers that keep the storage pointer rather than
+    // a reference (the scheduler's workers: no retain or release per operation).
+
+    @inlinable
+    static func top(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<Int>> {
+        (storage + topOffset).assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @inlinable
+    static func bottom(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<Int>> {
+        (storage + bottomOffset).assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @inlinable
+    static func ring(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer>> {
+        (storage + ringOffset).assumingMemoryBound(to: Atomic<UnsafeMutableRawPointer>.self)
+    }
+
+    /// `push` on `storage`; `owner` is the deque itself, used only to grow.
+    @inlinable @inline(__always)
+    static func push(_ element: Element, storage: UnsafeMutableRawPointer, owner: Unmanaged<WorkStealingDeque>) {
+        // Relaxed: only the owner writes `bottom`.
+        let bottom = bottom(storage).pointee.load(ordering: .relaxed)
+        // Acquiring: pairs with thieves' CAS on `top`, so a slot they vacated may be reused.
+        let top = top(storage).pointee.load(ordering: .acquiring)
+        // Relaxed: only the owner replaces the ring.
+        var ring = Ring(raw: ring(storage).pointee.load(ordering: .relaxed))
+        if bottom &- top > ring.mask {
+            ring = owner._withUnsafeGuaranteedRef { $0.grow(top: top, bottom: bottom) }
+        }
+        // Relaxed: published by the releasing store of `bottom` below.
+        ring.slot(bottom).pointee.store(unsafeBitCast(element, to: UInt.self), ordering: .relaxed)
+        // Releasing: publishes the slot write; pairs with the acquiring load of `bottom` in
+        // `steal()` (Lê et al. use a release fence and a relaxed store; same effect).
+        Self.bottom(storage).pointee.store(bottom &+ 1, ordering: .releasing)
+    }
+
+    /// `pop` on `storage`.
+    @inlinable @inline(__always)
+    static func pop(storage: UnsafeMutableRawPointer) -> Element? {
+        let bottomPointer = bottom(storage)
+        let topPointer = top(storage)
         let bottom = bottomPointer.pointee.load(ordering: .relaxed) &- 1
-        let ring = Ring(raw: ringPointer.pointee.load(ordering: .relaxed))
+        let ring = Ring(raw: ring(storage).pointee.load(ordering: .relaxed))
         // Relaxed store followed by a seq_cst fence: the reservation of slot `bottom` must be
         // visible before we read `top`, or a thief and the owner could both take the last
         // element (the store-load ordering only a full fence gives). Pairs with the fence in
@@ -139,23 +181,20 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         return won ? unsafeBitCast(word, to: Element.self) : nil
     }
 
-    /// Takes the oldest element from the top. Any thread.
-    ///
-    /// - Returns: `.success` with the element, `.empty`, or `.retry` when another thread won
-    ///   the race for the same element.
-    /// - Complexity: O(1); one sequentially consistent fence and one CAS.
-    @inlinable
-    public func steal() -> Steal {
+    /// `steal` on `storage`.
+    @inlinable @inline(__always)
+    static func steal(storage: UnsafeMutableRawPointer) -> Steal {
+        let topPointer = top(storage)
         // Acquiring: pairs with the CAS of other thieves and of the owner's last-element pop.
         let top = topPointer.pointee.load(ordering: .acquiring)
         // seq_cst fence: read `top` before `bottom`; pairs with the fence in `pop()`.
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         // Acquiring: pairs with the releasing store in `push()`, making the slot visible.
-        let bottom = bottomPointer.pointee.load(ordering: .acquiring)
+        let bottom = bottom(storage).pointee.load(ordering: .acquiring)
         guard top < bottom else { return .empty }
         // Acquiring: pairs with the releasing ring publication in `grow`, so the copied slots
         // are visible (Lê et al. use consume).
-        let ring = Ring(raw: ringPointer.pointee.load(ordering: .acquiring))
+        let ring = Ring(raw: ring(storage).pointee.load(ordering: .acquiring))
         // Relaxed: the slot may be overwritten by the owner after a wrap-around, but then `top`
         // has moved and the CAS below fails, discarding the value read.
         let word = ring.slot(top).pointee.load(ordering: .relaxed)
@@ -166,6 +205,14 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
             return .retry
         }
         return .success(unsafeBitCast(word, to: Element.self))
+    }
+
+    /// `approximateCount` on `storage`.
+    @inlinable @inline(__always)
+    static func approximateCount(storage: UnsafeMutableRawPointer) -> Int {
+        let top = top(storage).pointee.load(ordering: .relaxed)
+        let bottom = bottom(storage).pointee.load(ordering: .relaxed)
+        return Swift.max(0, bottom &- top)
     }
 
     /// `bottom - top` at some recent instant: exact for the owner when no thief is active,

@@ -58,9 +58,11 @@ struct WorkerState: ~Copyable {
     let high: Unmanaged<WorkStealingDeque<UInt>>
     let normal: Unmanaged<WorkStealingDeque<UInt>>
     let low: Unmanaged<WorkStealingDeque<UInt>>
+    /// The deques' storage, for the static deque operations (no reference counting).
+    let storage: (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer)
     /// The scheduler's `SleepState.activity` word and record chunk pool, for the hot paths.
     let activity: UnsafeMutablePointer<Atomic<UInt64>>
-    unowned(unsafe) let chunks: ChunkPool
+    let chunks: Unmanaged<ChunkPool>
     let workerCount: Int
     var arena = RecordArena()
     @usableFromInline var pendingAction = PendingAction.none
@@ -71,6 +73,14 @@ struct WorkerState: ~Copyable {
     var pinnedReady: UnsafeMutablePointer<FiberState>?
     var threadContext: Fiber?
     var random: UInt64
+    /// The lone job this worker saw in a victim's deque (`patienceExpired`): victim and
+    /// priority, the deque's `top` index, and when it was first seen (ns).
+    var patienceVictim = -1
+    var patiencePriority: UInt8 = 0
+    var patienceTop = 0
+    var patienceSince: UInt64 = 0
+    /// How long a victim's only job must wait before a thief takes it.
+    static let stealPatienceNanoseconds: UInt64 = 2_000
     var frame = FrameArena()
     let metrics: UnsafeMutablePointer<Atomic<UInt64>>
     /// `inbox` at offset 0 and `sleepWord` at offset 128.
@@ -82,8 +92,9 @@ struct WorkerState: ~Copyable {
         high = Unmanaged.passUnretained(deques[0])
         normal = Unmanaged.passUnretained(deques[1])
         low = Unmanaged.passUnretained(deques[2])
+        storage = (deques[0].storage, deques[1].storage, deques[2].storage)
         activity = scheduler.sleep.activity
-        chunks = scheduler.chunks
+        chunks = Unmanaged.passUnretained(scheduler.chunks)
         workerCount = scheduler.workerCount
         random = seed | 1
         let slots = MetricSlot.allCases.count
@@ -114,7 +125,7 @@ struct WorkerState: ~Copyable {
     var scheduler: Scheduler { schedulerReference.takeUnretainedValue() }
 
     @inline(__always)
-    func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
+    mutating func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
         switch priority {
         case 0: high
         case 1: normal
@@ -133,22 +144,43 @@ struct WorkerState: ~Copyable {
         }
     }
 
+    @inline(__always)
+    mutating func storage(_ priority: UInt8) -> UnsafeMutableRawPointer {
+        switch priority {
+        case 0: storage.0
+        case 1: storage.1
+        default: storage.2
+        }
+    }
+
     /// Pushes on the deque of `priority`. Owner only.
     @inline(__always)
-    func push(_ token: UInt, priority: UInt8) {
-        deque(priority)._withUnsafeGuaranteedRef { $0.push(token) }
+    mutating func push(_ token: UInt, priority: UInt8) {
+        WorkStealingDeque<UInt>.push(token, storage: storage(priority), owner: deque(priority))
     }
 
     /// Pops from the deque of `priority`. Owner only.
     @inline(__always)
-    func pop(_ priority: UInt8) -> UInt? {
-        deque(priority)._withUnsafeGuaranteedRef { $0.pop() }
+    mutating func pop(_ priority: UInt8) -> UInt? {
+        WorkStealingDeque<UInt>.pop(storage: storage(priority))
+    }
+
+    /// Steals from the deque of `priority`. Any thread.
+    @inline(__always)
+    mutating func steal(_ priority: UInt8) -> WorkStealingDeque<UInt>.Steal {
+        WorkStealingDeque<UInt>.steal(storage: storage(priority))
+    }
+
+    /// Elements in the deque of `priority` at some recent instant. Any thread.
+    @inline(__always)
+    mutating func approximateCount(_ priority: UInt8) -> Int {
+        WorkStealingDeque<UInt>.approximateCount(storage: storage(priority))
     }
 
     /// Pushes work others may take and runs the wake check ("Posting work", docs/sleep.md).
     /// Owner only.
     @usableFromInline
-    func post(_ token: UInt, priority: UInt8) {
+    mutating func post(_ token: UInt, priority: UInt8) {
         push(token, priority: priority)
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
@@ -161,14 +193,34 @@ struct WorkerState: ~Copyable {
 
     /// Adds `amount` to one of the owner's counters (no read-modify-write: only the owner writes).
     @inline(__always)
-    func count(_ slot: MetricSlot, _ amount: UInt64 = 1) {
+    mutating func count(_ slot: MetricSlot, _ amount: UInt64 = 1) {
         let counter = metrics + slot.rawValue
         // Relaxed: a statistic; readers only need some recent value.
         counter.pointee.store(counter.pointee.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
     }
 
-    func metric(_ slot: MetricSlot) -> UInt64 {
+    mutating func metric(_ slot: MetricSlot) -> UInt64 {
         metrics[slot.rawValue].load(ordering: .relaxed)
+    }
+
+    /// Whether the only job in `victim`'s deque of `priority` has waited long enough to steal.
+    ///
+    /// Stealing a deque's only job right after it was pushed usually races its owner, who is
+    /// about to pop it (a job that spawns its successor and returns): the job then moves to
+    /// another core and its data with it. A thief therefore takes a lone job only once it has
+    /// seen the same job (same `top` index) for `stealPatienceNanoseconds`; two or more jobs are
+    /// stolen at once. docs/scheduler.md, "Stealing".
+    mutating func patienceExpired(victim: Int, priority: UInt8, deque: UnsafeMutableRawPointer) -> Bool {
+        let top = WorkStealingDeque<UInt>.top(deque).pointee.load(ordering: .relaxed)
+        let now = MonotonicTime.now()
+        if patienceVictim == victim && patiencePriority == priority && patienceTop == top {
+            return now &- patienceSince >= Self.stealPatienceNanoseconds
+        }
+        patienceVictim = victim
+        patiencePriority = priority
+        patienceTop = top
+        patienceSince = now
+        return false
     }
 
     mutating func nextRandom() -> UInt64 {
