@@ -138,6 +138,7 @@ struct SpindleBench: ParsableCommand {
     }
 
     mutating func run() throws {
+        _ = try? ProcessCPUs.all()  // before any benchmark pins the main thread
         var registry = BenchmarkRegistry()
         Suites.registerAll(&registry)
         let benchmarks: [Benchmark]

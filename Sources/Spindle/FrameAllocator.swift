@@ -117,7 +117,7 @@ extension JobContext {
         precondition(count >= 0, "frameAllocate(count: \(count)): the count must not be negative")
         let (memory, reserved) = worker.pointee.frame.allocate(
             byteCount: MemoryLayout<T>.stride * count, alignment: MemoryLayout<T>.alignment, frame: number)
-        if reserved > 0 { worker.pointee.count(.frameBytes, UInt64(reserved)) }
+        if reserved > 0 { worker.count(.frameBytes, UInt64(reserved)) }
         return UnsafeMutableBufferPointer(start: memory.bindMemory(to: T.self, capacity: count), count: count)
     }
 }

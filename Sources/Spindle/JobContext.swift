@@ -55,7 +55,7 @@ public struct JobContext {
         let worker = state.pointee.worker
         let record = worker.pointee.arena.allocate(size: MemoryLayout<RunRecord>.stride, pool: worker.pointee.chunks)
         Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
-        worker.pointee.post(Token.record(record), priority: priority.rawValue)
+        worker.post(Token.record(record), priority: priority.rawValue)
     }
 
     /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.
@@ -73,7 +73,7 @@ public struct JobContext {
         let record = worker.pointee.arena.allocate(size: MemoryLayout<CountRecord>.stride, pool: worker.pointee.chunks)
         Execution.initializeCount(record, count: count, tickets: Swift.min(count, worker.pointee.workerCount), body: body,
                                   counter: counter, priority: priority, affinity: affinity)
-        worker.pointee.post(Token.record(record), priority: priority.rawValue)
+        worker.post(Token.record(record), priority: priority.rawValue)
         return counter
     }
 
@@ -139,7 +139,7 @@ public struct JobContext {
             // before it releases the latch, and we do not return before the latch is released.
             _spindleClosureWords(Execution.joinThunk(record), right)
             let worker = state.pointee.worker
-            worker.pointee.post(Token.record(record), priority: state.pointee.priority)
+            worker.post(Token.record(record), priority: state.pointee.priority)
             left(UnsafeMutableRawPointer(state))
             if _joinFinish(record) {
                 right(UnsafeMutableRawPointer(state))
@@ -157,11 +157,11 @@ public struct JobContext {
             // Acquiring: pairs with the thief's exchange; its result is then visible.
             if latch.pointee.load(ordering: .acquiring) == JoinLatch.done { return false }
             let worker = state.pointee.worker
-            guard let token = worker.pointee.pop(priority) else { break }
+            guard let token = worker.pop(priority) else { break }
             if token == mine { return true }
             if token & Token.fiberTag != 0 {
                 // A ready fiber cannot run on top of this one: leave it to the loop.
-                worker.pointee.post(token, priority: priority)
+                worker.post(token, priority: priority)
                 break
             }
             // A job spawned by `left` that nobody took: run it here, as the loop would.

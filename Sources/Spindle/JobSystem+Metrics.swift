@@ -54,18 +54,24 @@ extension JobSystem {
         let workers = (0..<scheduler.workerCount).map { index -> Metrics.Counters in
             let worker = scheduler.workers[index]
             var counters = Metrics.Counters()
-            counters.jobsRun = worker.pointee.metric(.jobsRun)
-            counters.stealAttempts = worker.pointee.metric(.stealAttempts)
-            counters.steals = worker.pointee.metric(.steals)
-            counters.fibersCreated = worker.pointee.metric(.fibersCreated)
-            counters.fibersParked = worker.pointee.metric(.fibersParked)
-            counters.fibersResumed = worker.pointee.metric(.fibersResumed)
-            counters.sleeps = worker.pointee.metric(.sleeps)
-            counters.wakeups = worker.pointee.metric(.wakeups)
-            counters.frameBytes = worker.pointee.metric(.frameBytes)
+            counters.jobsRun = worker.metric(.jobsRun)
+            counters.stealAttempts = worker.metric(.stealAttempts)
+            counters.steals = worker.metric(.steals)
+            counters.fibersCreated = worker.metric(.fibersCreated)
+            counters.fibersParked = worker.metric(.fibersParked)
+            counters.fibersResumed = worker.metric(.fibersResumed)
+            counters.sleeps = worker.metric(.sleeps)
+            counters.wakeups = worker.metric(.wakeups)
+            counters.frameBytes = worker.metric(.frameBytes)
             return counters
         }
         return Metrics(workers: workers, recordBytes: scheduler.chunks.bytes.load(ordering: .relaxed),
                        fiberStacks: scheduler.fiberPool.allocatedCount)
     }
+}
+
+extension JobSystem {
+    /// Workers asleep on their futex right now (for benchmarks that start from a quiet system).
+    @_spi(Internals)
+    public var sleepingWorkers: Int { scheduler.sleep.sleepingCount }
 }

@@ -22,11 +22,11 @@ enum Execution {
         // record's memory go back to its chunk before the body runs. (Through the concrete
         // record type: a closure read through a generic pointer has another representation.)
         let record = memory.assumingMemoryBound(to: RunRecord.self).move()
-        state.pointee.worker.pointee.releaseRecord(memory)
+        state.pointee.worker.releaseRecord(memory)
         let saved = enter(state, counter: record.header.counter, header: record.header)
         invoke(record.body, JobContext(state: state))
         leave(state, saved)
-        state.pointee.worker.pointee.count(.jobsRun)
+        state.pointee.worker.count(.jobsRun)
         if let counter = record.header.counter {
             counter._withUnsafeGuaranteedRef { $0.decrement() }
         }
@@ -64,7 +64,7 @@ enum Execution {
             // Relaxed: this ticket is live, so the count cannot reach zero before the new one
             // is counted; the push publishes the record.
             record.pointee.ticketsLive.wrappingAdd(1, ordering: .relaxed)
-            state.pointee.worker.pointee.post(Token.record(memory), priority: record.pointee.header.priority)
+            state.pointee.worker.post(Token.record(memory), priority: record.pointee.header.priority)
         }
         let counter = record.pointee.header.counter
         let saved = enter(state, counter: counter, header: record.pointee.header)
@@ -77,11 +77,11 @@ enum Execution {
             done += 1
         }
         leave(state, saved)
-        state.pointee.worker.pointee.count(.jobsRun, UInt64(done))
+        state.pointee.worker.count(.jobsRun, UInt64(done))
         // Acquiring and releasing: the last ticket destroys the record after the others are done.
         if record.pointee.ticketsLive.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             record.deinitialize(count: 1)
-            state.pointee.worker.pointee.releaseRecord(memory)
+            state.pointee.worker.releaseRecord(memory)
         }
         if done > 0, let counter {
             counter._withUnsafeGuaranteedRef { $0.decrement(by: done) }
@@ -111,7 +111,7 @@ enum Execution {
         let saved = enter(state, counter: nil, header: header)
         spindle_closure_invoke(joinThunk(memory).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
         leave(state, saved)
-        state.pointee.worker.pointee.count(.jobsRun)
+        state.pointee.worker.count(.jobsRun)
         // Acquiring and releasing: publishes the result to the owner; acquires its parked state.
         // After this exchange the record (on the owner's stack) must not be touched.
         let waiter = joinLatch(memory).pointee.exchange(JoinLatch.done, ordering: .acquiringAndReleasing)

@@ -29,7 +29,7 @@ extension Scheduler {
         if let worker = currentWorker() {
             let record = worker.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunks))
             initialize(record)
-            worker.pointee.post(Token.record(record), priority: priority)
+            worker.post(Token.record(record), priority: priority)
             return
         } else {
             precondition(!shutdownRequested.load(ordering: .relaxed),

@@ -18,6 +18,8 @@ final class Scheduler: @unchecked Sendable {
     // held; everything else is immutable after init or atomic.
     let configuration: JobSystem.Configuration
     @usableFromInline let workerCount: Int
+    /// The CPU each worker is pinned to (nil: not pinned).
+    let workerCPUs: [Int?]
     @usableFromInline let workers: UnsafeMutablePointer<UnsafeMutablePointer<WorkerState>>
     let injection: [InjectionQueue]
     /// Every worker's deques (high, normal, low per worker): they own the deques the workers
@@ -60,6 +62,7 @@ final class Scheduler: @unchecked Sendable {
     init(configuration: JobSystem.Configuration, plan: WorkerPlan) throws {
         self.configuration = configuration
         workerCount = plan.cpus.count
+        workerCPUs = plan.cpus
         fiberPool = try FiberPool(configuration: configuration.stack)
         injection = Priority.allCases.map { _ in InjectionQueue() }
         sleep = SleepState(workers: workerCount)
@@ -254,7 +257,7 @@ final class Scheduler: @unchecked Sendable {
             pinned: false, exitRequested: false, link: nil))
         state.pointee.waitNode.target = UnsafeMutableRawPointer(state)
         fiber.prepare(entry: Scheduler.fiberEntry, context: UnsafeMutableRawPointer(state))
-        worker.pointee.count(.fibersCreated)
+        worker.count(.fibersCreated)
         return state
     }
 
@@ -320,7 +323,7 @@ final class Scheduler: @unchecked Sendable {
             }
             let target = UnsafeMutablePointer<FiberState>(bitPattern: token & ~Token.fiberTag)!
             target.pointee.worker = worker
-            worker.pointee.count(.fibersResumed)
+            worker.count(.fibersResumed)
             if worker.pointee.spareCount >= Scheduler.sparesPerWorker {
                 // Enough spares: finish this fiber; the target recycles it.
                 worker.pointee.pendingAction = .finished(state)
@@ -350,7 +353,7 @@ final class Scheduler: @unchecked Sendable {
         case .finished(let state):
             recycle(state)
         case .parkOnCounter(let state, let counter):
-            worker.pointee.count(.fibersParked)
+            worker.count(.fibersParked)
             let counter = counter.takeUnretainedValue()
             // SAFETY: the wait node is the first field of FiberState.
             let node = UnsafeMutableRawPointer(state).assumingMemoryBound(to: WaitNode.self)
@@ -358,7 +361,7 @@ final class Scheduler: @unchecked Sendable {
                 counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
             }
         case .parkOnLatch(let state, let latch):
-            worker.pointee.count(.fibersParked)
+            worker.count(.fibersParked)
             // Sequentially consistent on success: pairs with the thief's exchange.
             let (parked, _) = latch.pointee.compareExchange(
                 expected: JoinLatch.pending, desired: UInt(bitPattern: state),
@@ -412,11 +415,11 @@ final class Scheduler: @unchecked Sendable {
             worker.pointee.pinnedReady = pinned.pointee.link
             return Token.fiber(pinned)
         }
-        if let token = worker.pointee.pop(0) { return token }
+        if let token = worker.pop(0) { return token }
         if let token = takeInjected(worker, priority: 0) { return token }
-        if let token = worker.pointee.pop(1) { return token }
+        if let token = worker.pop(1) { return token }
         if let token = takeInjected(worker, priority: 1) { return token }
-        if let token = worker.pointee.pop(2) { return token }
+        if let token = worker.pop(2) { return token }
         if let token = takeInjected(worker, priority: 2) { return token }
         return steal(worker)
     }
@@ -430,7 +433,7 @@ final class Scheduler: @unchecked Sendable {
                 state.pointee.link = worker.pointee.pinnedReady
                 worker.pointee.pinnedReady = state
             } else {
-                worker.pointee.push(Token.fiber(state), priority: state.pointee.priority)
+                worker.push(Token.fiber(state), priority: state.pointee.priority)
             }
         }
         // Others may now steal the pushed fibers.
@@ -450,7 +453,7 @@ final class Scheduler: @unchecked Sendable {
             if first == nil {
                 first = Token.record(record)
             } else {
-                worker.pointee.push(Token.record(record), priority: UInt8(priority))
+                worker.push(Token.record(record), priority: UInt8(priority))
             }
         }
         if taken > 1 { sleep.workPosted(self) }
@@ -459,7 +462,7 @@ final class Scheduler: @unchecked Sendable {
 
     private func steal(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         guard workerCount > 1 else { return nil }
-        let start = Int(worker.pointee.nextRandom() % UInt64(workerCount))
+        let start = Int(worker.nextRandom() % UInt64(workerCount))
         for priority in 0..<UInt8(3) {
             var retry = true
             while retry {
@@ -468,16 +471,16 @@ final class Scheduler: @unchecked Sendable {
                     var victim = start + offset
                     if victim >= workerCount { victim -= workerCount }
                     if victim == worker.pointee.index { continue }
-                    let available = workers[victim].pointee.approximateCount(priority)
+                    let available = workers[victim].approximateCount(priority)
                     guard available > 0 else { continue }
-                    if available == 1 && !worker.pointee.patienceExpired(victim: victim, priority: priority,
-                                                                        deque: workers[victim].pointee.storage(priority)) {
+                    if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
+                                                                        deque: workers[victim].storage(priority)) {
                         continue
                     }
-                    worker.pointee.count(.stealAttempts)
-                    switch workers[victim].pointee.steal(priority) {
+                    worker.count(.stealAttempts)
+                    switch workers[victim].steal(priority) {
                     case .success(let token):
-                        worker.pointee.count(.steals)
+                        worker.count(.steals)
                         return token
                     case .retry:
                         retry = true
@@ -504,8 +507,8 @@ final class Scheduler: @unchecked Sendable {
         for queue in injection where queue.mayHaveWork { return true }
         for index in 0..<workerCount {
             let worker = workers[index]
-            if worker.pointee.approximateCount(0) > 0 || worker.pointee.approximateCount(1) > 0
-                || worker.pointee.approximateCount(2) > 0
+            if worker.approximateCount(0) > 0 || worker.approximateCount(1) > 0
+                || worker.approximateCount(2) > 0
                 || worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
                 return true
             }
@@ -518,8 +521,8 @@ final class Scheduler: @unchecked Sendable {
         var parked: UInt64 = 0
         var resumed: UInt64 = 0
         for index in 0..<workerCount {
-            parked &+= workers[index].pointee.metric(.fibersParked)
-            resumed &+= workers[index].pointee.metric(.fibersResumed)
+            parked &+= workers[index].metric(.fibersParked)
+            resumed &+= workers[index].metric(.fibersResumed)
         }
         return Int(bitPattern: UInt(parked &- resumed))
     }

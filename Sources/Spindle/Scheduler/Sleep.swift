@@ -44,6 +44,11 @@ final class SleepState: @unchecked Sendable {
         return (Int(Self.awake(value)), Int(Self.searching(value)))
     }
 
+    /// Workers whose sleeping bit is set now.
+    var sleepingCount: Int {
+        (0..<maskWords).reduce(0) { $0 + mask($1).pointee.load(ordering: .relaxed).nonzeroBitCount }
+    }
+
     // MARK: Posting work
 
     /// Called after every push of work that other workers could take ("Posting work", steps
@@ -59,18 +64,26 @@ final class SleepState: @unchecked Sendable {
     }
 
     /// Wakes one sleeping worker, if any. Returns whether it woke one.
+    ///
+    /// Prefers a worker pinned to another CPU than the caller's: the caller is busy on its own
+    /// CPU (it just submitted work), so a worker woken there would wait for it to be preempted
+    /// (tens of microseconds on a VM). docs/sleep.md, "Waking".
     @discardableResult
     func wakeOne(_ scheduler: Scheduler) -> Bool {
-        for word in 0..<maskWords {
-            var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
-            while bits != 0 {
-                let bit = UInt64(1) << UInt64(bits.trailingZeroBitCount)
-                let old = mask(word).pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue
-                if old & bit != 0 {
-                    wakeClaimed(worker: word * 64 + bit.trailingZeroBitCount, scheduler)
-                    return true
+        let here = CurrentThread.cpu ?? -1
+        for avoidingHere in [true, false] {
+            for word in 0..<maskWords {
+                var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
+                while bits != 0 {
+                    let index = word * 64 + bits.trailingZeroBitCount
+                    let bit = UInt64(1) << UInt64(bits.trailingZeroBitCount)
+                    bits &= ~bit
+                    if avoidingHere && scheduler.workerCPUs[index] == here { continue }
+                    if mask(word).pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
+                        wakeClaimed(worker: index, scheduler)
+                        return true
+                    }
                 }
-                bits = old & ~bit
             }
         }
         return false
@@ -115,11 +128,13 @@ final class SleepState: @unchecked Sendable {
         activity.pointee.wrappingAdd(Self.searchingOne, ordering: .sequentiallyConsistent)
     }
 
-    /// The calling worker found work and stops searching. If it was the last searcher, it
-    /// wakes a sleeper to keep one worker looking ("Searching", step 2).
+    /// The calling worker found work and stops searching. If it was the last searcher and more
+    /// work is waiting, it wakes a sleeper to look for it ("Searching", step 2). Checking for
+    /// more work first keeps the wake-up (a system call, tens of microseconds when it has to
+    /// rouse an idle virtual CPU) off the path of a lone job.
     func stopSearching(_ scheduler: Scheduler) {
         let old = activity.pointee.wrappingSubtract(Self.searchingOne, ordering: .sequentiallyConsistent).oldValue
-        if Self.searching(old) == 1 { wakeOne(scheduler) }
+        if Self.searching(old) == 1 && scheduler.anyQueuedWork() { wakeOne(scheduler) }
     }
 
     // MARK: Falling asleep
@@ -155,11 +170,11 @@ final class SleepState: @unchecked Sendable {
             return .terminated
         }
         // Step 5: sleep until a waker stores 0 (spurious returns just wait again).
-        worker.pointee.count(.sleeps)
+        worker.count(.sleeps)
         while worker.pointee.sleepWord.pointee.load(ordering: .acquiring) == 1 {
             _ = Futex.wait(on: worker.pointee.sleepWord, expected: 1)
         }
-        worker.pointee.count(.wakeups)
+        worker.count(.wakeups)
         // Step 6.
         leave(worker, bit: bit, word: word)
         return scheduler.terminated.load(ordering: .acquiring) ? .terminated : .searchAgain

@@ -123,84 +123,89 @@ struct WorkerState: ~Copyable {
 
     /// The scheduler (a +0 reference; the scheduler outlives its workers).
     var scheduler: Scheduler { schedulerReference.takeUnretainedValue() }
+}
 
+// The worker's operations, on its pointer: each touches only the fields it names, so a thief
+// reading another worker's deques never overlaps the owner's access to its own fields (a
+// `mutating` method would be a formal access to the whole struct; ThreadSanitizer reports such
+// overlaps as races).
+extension UnsafeMutablePointer where Pointee == WorkerState {
     @inline(__always)
-    mutating func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
+    func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
         switch priority {
-        case 0: high
-        case 1: normal
-        default: low
+        case 0: pointee.high
+        case 1: pointee.normal
+        default: pointee.low
         }
     }
 
     /// A record finished (or was moved out). Records of this worker's own current chunk are
     /// counted without an atomic (`RecordArena.locallyReleased`); others go through the chunk.
     @inline(__always)
-    mutating func releaseRecord(_ record: UnsafeMutableRawPointer) {
-        if RecordChunk.of(record) == arena.chunk {
-            arena.locallyReleased &+= 1
+    func releaseRecord(_ record: UnsafeMutableRawPointer) {
+        if RecordChunk.of(record) == pointee.arena.chunk {
+            pointee.arena.locallyReleased &+= 1
         } else {
             RecordChunk.release(record: record)
         }
     }
 
     @inline(__always)
-    mutating func storage(_ priority: UInt8) -> UnsafeMutableRawPointer {
+    func storage(_ priority: UInt8) -> UnsafeMutableRawPointer {
         switch priority {
-        case 0: storage.0
-        case 1: storage.1
-        default: storage.2
+        case 0: pointee.storage.0
+        case 1: pointee.storage.1
+        default: pointee.storage.2
         }
     }
 
     /// Pushes on the deque of `priority`. Owner only.
     @inline(__always)
-    mutating func push(_ token: UInt, priority: UInt8) {
+    func push(_ token: UInt, priority: UInt8) {
         WorkStealingDeque<UInt>.push(token, storage: storage(priority), owner: deque(priority))
     }
 
     /// Pops from the deque of `priority`. Owner only.
     @inline(__always)
-    mutating func pop(_ priority: UInt8) -> UInt? {
+    func pop(_ priority: UInt8) -> UInt? {
         WorkStealingDeque<UInt>.pop(storage: storage(priority))
     }
 
     /// Steals from the deque of `priority`. Any thread.
     @inline(__always)
-    mutating func steal(_ priority: UInt8) -> WorkStealingDeque<UInt>.Steal {
+    func steal(_ priority: UInt8) -> WorkStealingDeque<UInt>.Steal {
         WorkStealingDeque<UInt>.steal(storage: storage(priority))
     }
 
     /// Elements in the deque of `priority` at some recent instant. Any thread.
     @inline(__always)
-    mutating func approximateCount(_ priority: UInt8) -> Int {
+    func approximateCount(_ priority: UInt8) -> Int {
         WorkStealingDeque<UInt>.approximateCount(storage: storage(priority))
     }
 
     /// Pushes work others may take and runs the wake check ("Posting work", docs/sleep.md).
     /// Owner only.
-    @usableFromInline
-    mutating func post(_ token: UInt, priority: UInt8) {
+    func post(_ token: UInt, priority: UInt8) {
         push(token, priority: priority)
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         // Step 2: a searching worker will find it.
-        if SleepState.searching(activity.pointee.load(ordering: .relaxed)) == 0 {
+        if SleepState.searching(pointee.activity.pointee.load(ordering: .relaxed)) == 0 {
             // Step 3.
-            _ = schedulerReference._withUnsafeGuaranteedRef { $0.sleep.wakeOne($0) }
+            _ = pointee.schedulerReference._withUnsafeGuaranteedRef { $0.sleep.wakeOne($0) }
         }
     }
 
     /// Adds `amount` to one of the owner's counters (no read-modify-write: only the owner writes).
     @inline(__always)
-    mutating func count(_ slot: MetricSlot, _ amount: UInt64 = 1) {
-        let counter = metrics + slot.rawValue
+    func count(_ slot: MetricSlot, _ amount: UInt64 = 1) {
+        let counter = pointee.metrics + slot.rawValue
         // Relaxed: a statistic; readers only need some recent value.
         counter.pointee.store(counter.pointee.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
     }
 
-    mutating func metric(_ slot: MetricSlot) -> UInt64 {
-        metrics[slot.rawValue].load(ordering: .relaxed)
+    func metric(_ slot: MetricSlot) -> UInt64 {
+        pointee.metrics[slot.rawValue].load(ordering: .relaxed)
     }
 
     /// Whether the only job in `victim`'s deque of `priority` has waited long enough to steal.
@@ -210,23 +215,23 @@ struct WorkerState: ~Copyable {
     /// another core and its data with it. A thief therefore takes a lone job only once it has
     /// seen the same job (same `top` index) for `stealPatienceNanoseconds`; two or more jobs are
     /// stolen at once. docs/scheduler.md, "Stealing".
-    mutating func patienceExpired(victim: Int, priority: UInt8, deque: UnsafeMutableRawPointer) -> Bool {
+    func patienceExpired(victim: Int, priority: UInt8, deque: UnsafeMutableRawPointer) -> Bool {
         let top = WorkStealingDeque<UInt>.top(deque).pointee.load(ordering: .relaxed)
         let now = MonotonicTime.now()
-        if patienceVictim == victim && patiencePriority == priority && patienceTop == top {
-            return now &- patienceSince >= Self.stealPatienceNanoseconds
+        if pointee.patienceVictim == victim && pointee.patiencePriority == priority && pointee.patienceTop == top {
+            return now &- pointee.patienceSince >= WorkerState.stealPatienceNanoseconds
         }
-        patienceVictim = victim
-        patiencePriority = priority
-        patienceTop = top
-        patienceSince = now
+        pointee.patienceVictim = victim
+        pointee.patiencePriority = priority
+        pointee.patienceTop = top
+        pointee.patienceSince = now
         return false
     }
 
-    mutating func nextRandom() -> UInt64 {
-        random ^= random << 13
-        random ^= random >> 7
-        random ^= random << 17
-        return random
+    func nextRandom() -> UInt64 {
+        pointee.random ^= pointee.random << 13
+        pointee.random ^= pointee.random >> 7
+        pointee.random ^= pointee.random << 17
+        return pointee.random
     }
 }
