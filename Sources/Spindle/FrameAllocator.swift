@@ -115,7 +115,8 @@ extension JobContext {
         let frames = worker.pointee.scheduler.frames
         let number = frames.openFrame(caller: "JobContext.frameAllocate")
         precondition(count >= 0, "frameAllocate(count: \(count)): the count must not be negative")
-        let (memory, reserved) = worker.pointee.frame.allocate(
+        let local = worker.pointee.local
+        let (memory, reserved) = local.pointee.frame.allocate(
             byteCount: MemoryLayout<T>.stride * count, alignment: MemoryLayout<T>.alignment, frame: number)
         if reserved > 0 { worker.count(.frameBytes, UInt64(reserved)) }
         return UnsafeMutableBufferPointer(start: memory.bindMemory(to: T.self, capacity: count), count: count)
@@ -146,7 +147,7 @@ final class FrameState: @unchecked Sendable {
         precondition(ownerThread == CurrentThread.id, "JobSystem.endFrame() must be called on the thread that began the frame")
         #if DEBUG
         for index in 0..<scheduler.workerCount {
-            scheduler.workers[index].pointee.frame.poison(frame: open)
+            scheduler.workers[index].local.pointee.frame.poison(frame: open)
         }
         ownerArena.poison(frame: open)
         #endif

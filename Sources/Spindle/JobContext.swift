@@ -53,7 +53,7 @@ public struct JobContext {
     ) {
         counter.increment()
         let worker = state.pointee.worker
-        let record = worker.pointee.arena.allocate(size: MemoryLayout<RunRecord>.stride, pool: worker.pointee.chunks)
+        let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
         Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
         worker.post(Token.record(record), priority: priority.rawValue)
     }
@@ -70,7 +70,7 @@ public struct JobContext {
         guard count > 0 else { return counter }
         counter.increment(by: count)
         let worker = state.pointee.worker
-        let record = worker.pointee.arena.allocate(size: MemoryLayout<CountRecord>.stride, pool: worker.pointee.chunks)
+        let record = worker.allocateRecord(size: MemoryLayout<CountRecord>.stride)
         Execution.initializeCount(record, count: count, tickets: Swift.min(count, worker.pointee.workerCount), body: body,
                                   counter: counter, priority: priority, affinity: affinity)
         worker.post(Token.record(record), priority: priority.rawValue)

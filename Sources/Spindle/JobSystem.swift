@@ -133,7 +133,7 @@ public final class JobSystem: @unchecked Sendable {
         if let worker = Scheduler.anyCurrentWorker() {
             precondition(worker.pointee.scheduler === scheduler,
                          "JobSystem.wait(for:) called from a job of another JobSystem: it would block that system's worker thread; use the JobContext.wait(for:) of the job you are in")
-            JobContext(state: worker.pointee.running!).wait(for: counter)
+            JobContext(state: worker.local.pointee.running!).wait(for: counter)
             return
         }
         WaitList.blockThread(on: counter.waiters) {

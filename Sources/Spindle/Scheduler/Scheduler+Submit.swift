@@ -27,7 +27,7 @@ extension Scheduler {
     func submit(priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
                 _ initialize: (UnsafeMutableRawPointer) -> Void) {
         if let worker = currentWorker() {
-            let record = worker.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunks))
+            let record = worker.allocateRecord(size: size)
             initialize(record)
             worker.post(Token.record(record), priority: priority)
             return

@@ -91,7 +91,7 @@ final class Scheduler: @unchecked Sendable {
     deinit {
         for index in 0..<workerCount {
             let worker = workers[index]
-            worker.pointee.frame.releaseAll()
+            worker.local.pointee.frame.releaseAll()
             worker.pointee.releaseMemory()
             worker.deinitialize(count: 1)
             UnsafeMutableRawPointer(worker).deallocate()
@@ -213,7 +213,7 @@ final class Scheduler: @unchecked Sendable {
         let worker = workers[start.index]
         pthread_setspecific(Scheduler.workerKey, UnsafeRawPointer(worker))
         let threadContext = Fiber.makeThreadContext()
-        worker.pointee.threadContext = threadContext
+        worker.local.pointee.threadContext = threadContext
         do {
             if let cpu = start.cpu { try CurrentThread.pin(to: [cpu]) }
             try CurrentThread.setName(start.name)
@@ -236,7 +236,7 @@ final class Scheduler: @unchecked Sendable {
             completePendingAction(on: worker)
         }
         pthread_setspecific(Scheduler.workerKey, nil)
-        worker.pointee.threadContext = nil
+        worker.local.pointee.threadContext = nil
         threadContext.releaseThreadContext()
     }
 
@@ -270,9 +270,9 @@ final class Scheduler: @unchecked Sendable {
 
     /// A spare fiber (suspended in `resume`, ready to continue the loop) or a new one.
     private func takeSpare(_ worker: UnsafeMutablePointer<WorkerState>, allowNew: Bool = true) -> UnsafeMutablePointer<FiberState>? {
-        if let spare = worker.pointee.spares {
-            worker.pointee.spares = spare.pointee.link
-            worker.pointee.spareCount -= 1
+        if let spare = worker.local.pointee.spares {
+            worker.local.pointee.spares = spare.pointee.link
+            worker.local.pointee.spareCount -= 1
             return spare
         }
         if let shared = lock.withLock({ () -> UnsafeMutablePointer<FiberState>? in
@@ -286,10 +286,10 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func addSpare(_ state: UnsafeMutablePointer<FiberState>, to worker: UnsafeMutablePointer<WorkerState>) {
-        if worker.pointee.spareCount < Scheduler.sparesPerWorker {
-            state.pointee.link = worker.pointee.spares
-            worker.pointee.spares = state
-            worker.pointee.spareCount += 1
+        if worker.local.pointee.spareCount < Scheduler.sparesPerWorker {
+            state.pointee.link = worker.local.pointee.spares
+            worker.local.pointee.spares = state
+            worker.local.pointee.spareCount += 1
         } else {
             lock.withLock {
                 state.pointee.link = sharedSpares
@@ -324,27 +324,27 @@ final class Scheduler: @unchecked Sendable {
             let target = UnsafeMutablePointer<FiberState>(bitPattern: token & ~Token.fiberTag)!
             target.pointee.worker = worker
             worker.count(.fibersResumed)
-            if worker.pointee.spareCount >= Scheduler.sparesPerWorker {
+            if worker.local.pointee.spareCount >= Scheduler.sparesPerWorker {
                 // Enough spares: finish this fiber; the target recycles it.
-                worker.pointee.pendingAction = .finished(state)
+                worker.local.pointee.pendingAction = .finished(state)
                 return target.pointee.fiber
             }
-            worker.pointee.pendingAction = .spare(state)
+            worker.local.pointee.pendingAction = .spare(state)
             state.pointee.fiber.switchTo(target.pointee.fiber)
             // Resumed as a spare by some worker (perhaps another one).
             completePendingAction(on: state.pointee.worker)
         }
         let worker = state.pointee.worker
-        worker.pointee.pendingAction = .finished(state)
-        return worker.pointee.threadContext!
+        worker.local.pointee.pendingAction = .finished(state)
+        return worker.local.pointee.threadContext!
     }
 
     /// Runs the action left by the context that switched away, now that the switch completed.
     /// Called by every context right after it starts or resumes.
     @usableFromInline
     func completePendingAction(on worker: UnsafeMutablePointer<WorkerState>) {
-        let action = worker.pointee.pendingAction
-        worker.pointee.pendingAction = .none
+        let action = worker.local.pointee.pendingAction
+        worker.local.pointee.pendingAction = .none
         switch action {
         case .none:
             break
@@ -380,7 +380,7 @@ final class Scheduler: @unchecked Sendable {
         let worker = state.pointee.worker
         let next = takeSpare(worker)!
         next.pointee.worker = worker
-        worker.pointee.pendingAction = action
+        worker.local.pointee.pendingAction = action
         state.pointee.fiber.switchTo(next.pointee.fiber)
         completePendingAction(on: state.pointee.worker)
     }
@@ -411,8 +411,8 @@ final class Scheduler: @unchecked Sendable {
     @inline(__always)
     private func findWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         if worker.pointee.inbox.pointee.load(ordering: .relaxed) != 0 { drainInbox(worker) }
-        if let pinned = worker.pointee.pinnedReady {
-            worker.pointee.pinnedReady = pinned.pointee.link
+        if let pinned = worker.local.pointee.pinnedReady {
+            worker.local.pointee.pinnedReady = pinned.pointee.link
             return Token.fiber(pinned)
         }
         if let token = worker.pop(0) { return token }
@@ -430,8 +430,8 @@ final class Scheduler: @unchecked Sendable {
         while let state = next {
             next = state.pointee.link
             if state.pointee.pinned {
-                state.pointee.link = worker.pointee.pinnedReady
-                worker.pointee.pinnedReady = state
+                state.pointee.link = worker.local.pointee.pinnedReady
+                worker.local.pointee.pinnedReady = state
             } else {
                 worker.push(Token.fiber(state), priority: state.pointee.priority)
             }
@@ -496,7 +496,7 @@ final class Scheduler: @unchecked Sendable {
     /// Whether any work is visible to `worker` (its inbox and pinned list, any deque, any
     /// injection queue). Used by the sleep protocol's re-check.
     func anyWorkVisible(for worker: UnsafeMutablePointer<WorkerState>) -> Bool {
-        if worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.pointee.pinnedReady != nil {
+        if worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.local.pointee.pinnedReady != nil {
             return true
         }
         return anyQueuedWork()

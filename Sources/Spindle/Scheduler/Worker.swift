@@ -44,6 +44,32 @@ enum MetricSlot: Int, CaseIterable {
     case frameBytes
 }
 
+/// A worker's mutable state, touched only by the thread running that worker (and, for frame
+/// memory, by `endFrame` after the frame's jobs have finished). Separate from `WorkerState`, which
+/// is immutable after init and read by every thread: Swift's accesses through `pointee` are
+/// instrumented at the base address of the whole struct, so owner writes in the shared struct
+/// would look like races to ThreadSanitizer against other threads' reads of its constants.
+struct WorkerLocal {
+    var arena = RecordArena()
+    var pendingAction = PendingAction.none
+    /// The fiber running on this worker now.
+    var running: UnsafeMutablePointer<FiberState>?
+    var spares: UnsafeMutablePointer<FiberState>?
+    var spareCount = 0
+    var pinnedReady: UnsafeMutablePointer<FiberState>?
+    var threadContext: Fiber?
+    var random: UInt64
+    /// The lone job this worker saw in a victim's deque (`patienceExpired`): victim and
+    /// priority, the deque's `top` index, and when it was first seen (ns).
+    var patienceVictim = -1
+    var patiencePriority: UInt8 = 0
+    var patienceTop = 0
+    var patienceSince: UInt64 = 0
+    var frame = FrameArena()
+
+    init(random: UInt64) { self.random = random }
+}
+
 /// One worker: its deques, its allocators, its fibers, and the words other threads touch.
 /// Lives in 128-byte-aligned memory of its own and is only used through a pointer (never
 /// copied). The fields other threads write (`inbox`, `sleepWord`) live in a separate allocation,
@@ -64,24 +90,10 @@ struct WorkerState: ~Copyable {
     let activity: UnsafeMutablePointer<Atomic<UInt64>>
     let chunks: Unmanaged<ChunkPool>
     let workerCount: Int
-    var arena = RecordArena()
-    @usableFromInline var pendingAction = PendingAction.none
-    /// The fiber running on this worker now.
-    @usableFromInline var running: UnsafeMutablePointer<FiberState>?
-    var spares: UnsafeMutablePointer<FiberState>?
-    var spareCount = 0
-    var pinnedReady: UnsafeMutablePointer<FiberState>?
-    var threadContext: Fiber?
-    var random: UInt64
-    /// The lone job this worker saw in a victim's deque (`patienceExpired`): victim and
-    /// priority, the deque's `top` index, and when it was first seen (ns).
-    var patienceVictim = -1
-    var patiencePriority: UInt8 = 0
-    var patienceTop = 0
-    var patienceSince: UInt64 = 0
     /// How long a victim's only job must wait before a thief takes it.
     static let stealPatienceNanoseconds: UInt64 = 2_000
-    var frame = FrameArena()
+    /// The owner's mutable state, in an allocation of its own (see `WorkerLocal`).
+    let local: UnsafeMutablePointer<WorkerLocal>
     let metrics: UnsafeMutablePointer<Atomic<UInt64>>
     /// `inbox` at offset 0 and `sleepWord` at offset 128.
     let shared: UnsafeMutableRawPointer
@@ -96,7 +108,8 @@ struct WorkerState: ~Copyable {
         activity = scheduler.sleep.activity
         chunks = Unmanaged.passUnretained(scheduler.chunks)
         workerCount = scheduler.workerCount
-        random = seed | 1
+        local = .allocate(capacity: 1)
+        local.initialize(to: WorkerLocal(random: seed | 1))
         let slots = MetricSlot.allCases.count
         metrics = UnsafeMutableRawPointer.allocate(byteCount: slots * 8, alignment: 128)
             .bindMemory(to: Atomic<UInt64>.self, capacity: slots)
@@ -108,6 +121,8 @@ struct WorkerState: ~Copyable {
 
     /// Frees the memory `init` allocated. Called once, when the scheduler is destroyed.
     func releaseMemory() {
+        local.deinitialize(count: 1)
+        local.deallocate()
         metrics.deinitialize(count: MetricSlot.allCases.count)
         metrics.deallocate()
         shared.deallocate()
@@ -130,6 +145,17 @@ struct WorkerState: ~Copyable {
 // `mutating` method would be a formal access to the whole struct; ThreadSanitizer reports such
 // overlaps as races).
 extension UnsafeMutablePointer where Pointee == WorkerState {
+    /// The owner's mutable state. Go through this accessor rather than `pointee.local.pointee`
+    /// in one expression: Swift 6.3's ThreadSanitizer instrumentation miscompiles a modify
+    /// access through such a chain ("Invalid bitcast" in the IR verifier).
+    @inline(__always)
+    var local: UnsafeMutablePointer<WorkerLocal> { pointee.local }
+
+    /// Memory for a job record from this worker's arena. Owner only.
+    @inline(__always)
+    func allocateRecord(size: Int) -> UnsafeMutableRawPointer {
+        local.pointee.arena.allocate(size: size, pool: pointee.chunks)
+    }
     @inline(__always)
     func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
         switch priority {
@@ -143,8 +169,8 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     /// counted without an atomic (`RecordArena.locallyReleased`); others go through the chunk.
     @inline(__always)
     func releaseRecord(_ record: UnsafeMutableRawPointer) {
-        if RecordChunk.of(record) == pointee.arena.chunk {
-            pointee.arena.locallyReleased &+= 1
+        if RecordChunk.of(record) == local.pointee.arena.chunk {
+            local.pointee.arena.locallyReleased &+= 1
         } else {
             RecordChunk.release(record: record)
         }
@@ -218,20 +244,20 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     func patienceExpired(victim: Int, priority: UInt8, deque: UnsafeMutableRawPointer) -> Bool {
         let top = WorkStealingDeque<UInt>.top(deque).pointee.load(ordering: .relaxed)
         let now = MonotonicTime.now()
-        if pointee.patienceVictim == victim && pointee.patiencePriority == priority && pointee.patienceTop == top {
-            return now &- pointee.patienceSince >= WorkerState.stealPatienceNanoseconds
+        if local.pointee.patienceVictim == victim && local.pointee.patiencePriority == priority && local.pointee.patienceTop == top {
+            return now &- local.pointee.patienceSince >= WorkerState.stealPatienceNanoseconds
         }
-        pointee.patienceVictim = victim
-        pointee.patiencePriority = priority
-        pointee.patienceTop = top
-        pointee.patienceSince = now
+        local.pointee.patienceVictim = victim
+        local.pointee.patiencePriority = priority
+        local.pointee.patienceTop = top
+        local.pointee.patienceSince = now
         return false
     }
 
     func nextRandom() -> UInt64 {
-        pointee.random ^= pointee.random << 13
-        pointee.random ^= pointee.random >> 7
-        pointee.random ^= pointee.random << 17
-        return pointee.random
+        local.pointee.random ^= local.pointee.random << 13
+        local.pointee.random ^= local.pointee.random >> 7
+        local.pointee.random ^= local.pointee.random << 17
+        return local.pointee.random
     }
 }
