@@ -88,6 +88,8 @@ public struct JobContext {
     ///   zero before this job returns).
     /// - Complexity: O(1) when the counter is already zero; otherwise one park and one resume.
     public func wait(for counter: JobCounter) {
+        // This worker's deferred completions may be the ones this wait needs.
+        state.pointee.worker.flushDecrements()
         // Acquiring: pairs with the releasing decrement, so the counted jobs' writes are visible.
         if counter.pendingCount.load(ordering: .acquiring) == 0 { return }
         let identity = Unmanaged.passUnretained(counter)

@@ -53,7 +53,9 @@ public final class JobCounter: @unchecked Sendable {
         if initialValue > 0 { _ = Unmanaged.passUnretained(self).retain() }
     }
 
-    /// The number of pending events at this instant (a hint when other threads change it).
+    /// The number of pending events at this instant: a hint. Workers apply the completions of
+    /// consecutive jobs of one counter in batches (up to 64, and always before they wait, switch
+    /// to other work or idle), so the value may lag behind finished jobs; waits never do.
     public var value: Int { pendingCount.load(ordering: .acquiring) }
 
     /// Whether the counter is zero at this instant.

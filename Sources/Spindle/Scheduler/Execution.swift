@@ -22,13 +22,17 @@ enum Execution {
         // record's memory go back to its chunk before the body runs. (Through the concrete
         // record type: a closure read through a generic pointer has another representation.)
         let record = memory.assumingMemoryBound(to: RunRecord.self).move()
-        state.pointee.worker.releaseRecord(memory)
+        let worker = state.pointee.worker
+        worker.releaseRecord(memory)
+        worker.flushDecrements(unlessFor: record.header.counter)
         let saved = enter(state, counter: record.header.counter, header: record.header)
         invoke(record.body, JobContext(state: state))
         leave(state, saved)
-        state.pointee.worker.count(.jobsRun)
+        // The job may have continued on another worker after a wait.
+        let finishedOn = state.pointee.worker
+        finishedOn.count(.jobsRun)
         if let counter = record.header.counter {
-            counter._withUnsafeGuaranteedRef { $0.decrement() }
+            finishedOn.deferDecrement(counter)
         }
     }
 
@@ -67,14 +71,24 @@ enum Execution {
             state.pointee.worker.post(Token.record(memory), priority: record.pointee.header.priority)
         }
         let counter = record.pointee.header.counter
+        state.pointee.worker.flushDecrements(unlessFor: counter)
         let saved = enter(state, counter: counter, header: record.pointee.header)
         var done = 0
+        let tickets = record.pointee.maxTickets
         while true {
-            // Relaxed: the index claim needs atomicity only; results are published by the counter.
-            let index = record.pointee.nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
-            if index >= count { break }
-            record.pointee.body(index, JobContext(state: state))
-            done += 1
+            // Guided claiming: a share of what is left (an eighth per ticket, at most 64), so
+            // tickets touch the shared index rarely while the tail still spreads evenly.
+            // Relaxed: the claim needs atomicity only; results are published by the counter.
+            let seen = record.pointee.nextIndex.load(ordering: .relaxed)
+            if seen >= count { break }
+            let share = Swift.max(1, Swift.min(64, (count - seen) / (8 * tickets)))
+            let first = record.pointee.nextIndex.wrappingAdd(share, ordering: .relaxed).oldValue
+            if first >= count { break }
+            let end = Swift.min(first + share, count)
+            for index in first..<end {
+                record.pointee.body(index, JobContext(state: state))
+            }
+            done += end - first
         }
         leave(state, saved)
         state.pointee.worker.count(.jobsRun, UInt64(done))
@@ -84,7 +98,7 @@ enum Execution {
             state.pointee.worker.releaseRecord(memory)
         }
         if done > 0, let counter {
-            counter._withUnsafeGuaranteedRef { $0.decrement(by: done) }
+            state.pointee.worker.deferDecrement(counter, by: done)
         }
     }
 
@@ -108,6 +122,7 @@ enum Execution {
     static let executeJoin: ExecuteFunction = { memory, rawState in
         let state = rawState.assumingMemoryBound(to: FiberState.self)
         let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
+        state.pointee.worker.flushDecrements()
         let saved = enter(state, counter: nil, header: header)
         spindle_closure_invoke(joinThunk(memory).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
         leave(state, saved)

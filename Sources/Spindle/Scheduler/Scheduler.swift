@@ -315,7 +315,7 @@ final class Scheduler: @unchecked Sendable {
     private func workLoop(_ state: UnsafeMutablePointer<FiberState>) -> Fiber {
         while !state.pointee.exitRequested {
             let worker = state.pointee.worker
-            guard let token = findWork(worker) ?? idle(worker) else { break }
+            guard let token = findWork(worker) ?? { worker.flushDecrements(); return idle(worker) }() else { break }
             if token & Token.fiberTag == 0 {
                 let record = UnsafeMutableRawPointer(bitPattern: token)!
                 record.load(as: ExecuteFunction.self)(record, UnsafeMutableRawPointer(state))
@@ -324,6 +324,8 @@ final class Scheduler: @unchecked Sendable {
             let target = UnsafeMutablePointer<FiberState>(bitPattern: token & ~Token.fiberTag)!
             target.pointee.worker = worker
             worker.count(.fibersResumed)
+            // Completions deferred on this worker must not wait behind the resumed fiber.
+            worker.flushDecrements()
             if worker.local.pointee.spareCount >= Scheduler.sparesPerWorker {
                 // Enough spares: finish this fiber; the target recycles it.
                 worker.local.pointee.pendingAction = .finished(state)
@@ -381,6 +383,8 @@ final class Scheduler: @unchecked Sendable {
         let next = takeSpare(worker)!
         next.pointee.worker = worker
         worker.local.pointee.pendingAction = action
+        // What this fiber waits for may be among the deferred completions.
+        worker.flushDecrements()
         state.pointee.fiber.switchTo(next.pointee.fiber)
         completePendingAction(on: state.pointee.worker)
     }
@@ -547,9 +551,11 @@ final class Scheduler: @unchecked Sendable {
                     // Let a thread that shares this CPU (an outside submitter, an oversubscribed
                     // worker) make progress.
                     sched_yield()
-                } else {
-                    spinPause()
                 }
+                // Back off between rounds (1, 2, 4, … up to 64 pauses, about 1–2 µs): every
+                // round reads other workers' deque indices, and polling them constantly takes
+                // their cache lines away from owners pushing and popping on them.
+                for _ in 0..<(1 << Swift.min(rounds / 4, 6)) { spinPause() }
             }
             if case .terminated = sleep.fallAsleep(worker, self) { return nil }
         }

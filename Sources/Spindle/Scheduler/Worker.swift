@@ -66,6 +66,9 @@ struct WorkerLocal {
     var patienceTop = 0
     var patienceSince: UInt64 = 0
     var frame = FrameArena()
+    /// Completions of jobs of one counter not yet subtracted from it (`deferDecrement`).
+    var deferredCounter: Unmanaged<JobCounter>?
+    var deferredCount = 0
 
     init(random: UInt64) { self.random = random }
 }
@@ -151,6 +154,45 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     @inline(__always)
     var local: UnsafeMutablePointer<WorkerLocal> { pointee.local }
 
+    /// Subtracts a finished job from `counter` later, batched with the next completions of the
+    /// same counter on this worker (docs/scheduler.md, "Deferred decrements"): the counter's
+    /// cache line then moves between producer and consumers once per batch, not once per job.
+    /// Owner only.
+    @inline(__always)
+    func deferDecrement(_ counter: Unmanaged<JobCounter>, by count: Int = 1) {
+        let local = self.local
+        if local.pointee.deferredCounter?.toOpaque() == counter.toOpaque() {
+            local.pointee.deferredCount &+= count
+            if local.pointee.deferredCount >= 64 { flushDecrements() }
+            return
+        }
+        flushDecrements()
+        local.pointee.deferredCounter = counter
+        local.pointee.deferredCount = count
+    }
+
+    /// Applies deferred completions. Called before anything that could wait on them or delay
+    /// them: running a job of another counter or a join half, switching fibers, parking, idling.
+    /// Owner only.
+    @inline(__always)
+    func flushDecrements() {
+        let local = self.local
+        guard let counter = local.pointee.deferredCounter else { return }
+        let count = local.pointee.deferredCount
+        local.pointee.deferredCounter = nil
+        local.pointee.deferredCount = 0
+        // Unretained is safe: the deferred completions keep the count above zero, so the
+        // counter still holds its self-reference.
+        counter._withUnsafeGuaranteedRef { $0.decrement(by: count) }
+    }
+
+    /// Flushes deferred completions unless they belong to `counter` (the next job's).
+    @inline(__always)
+    func flushDecrements(unlessFor counter: Unmanaged<JobCounter>?) {
+        let deferred = local.pointee.deferredCounter
+        if deferred != nil && deferred?.toOpaque() != counter?.toOpaque() { flushDecrements() }
+    }
+
     /// Memory for a job record from this worker's arena. Owner only.
     @inline(__always)
     func allocateRecord(size: Int) -> UnsafeMutableRawPointer {
@@ -211,8 +253,14 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
 
     /// Pushes work others may take and runs the wake check ("Posting work", docs/sleep.md).
     /// Owner only.
+    ///
+    /// The check is skipped when the deque already held work: the post that made it non-empty
+    /// ran the check, a worker that steals from it wakes the next one if more work is queued,
+    /// and the owner drains its own deque in any case (step 0 of "Posting work").
     func post(_ token: UInt, priority: UInt8) {
+        let wasEmpty = approximateCount(priority) == 0
         push(token, priority: priority)
+        guard wasEmpty else { return }
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         // Step 2: a searching worker will find it.
