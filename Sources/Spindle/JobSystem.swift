@@ -136,6 +136,8 @@ public final class JobSystem: @unchecked Sendable {
             JobContext(state: worker.local.pointee.running!).wait(for: counter)
             return
         }
+        // This thread is about to free its CPU: a sleeper pinned there may now help.
+        if scheduler.anyQueuedWork() { scheduler.sleep.wakeOne(scheduler, allowingHere: true) }
         WaitList.blockThread(on: counter.waiters) {
             counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
         }

@@ -13,33 +13,28 @@ enum Execution {
         memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(
             header: JobHeader(execute: executeRun, counter: Unmanaged.passUnretained(counter),
                               priority: priority, pinned: affinity == .pinned),
-            body: body))
+            body: RunBody(call: body)))
     }
 
     static let executeRun: ExecuteFunction = { memory, rawState in
         let state = rawState.assumingMemoryBound(to: FiberState.self)
-        // Moving the record out takes over the closure's reference (no retain), and lets the
-        // record's memory go back to its chunk before the body runs. (Through the concrete
-        // record type: a closure read through a generic pointer has another representation.)
-        let record = memory.assumingMemoryBound(to: RunRecord.self).move()
-        let worker = state.pointee.worker
-        worker.releaseRecord(memory)
-        worker.flushDecrements(unlessFor: record.header.counter)
-        let saved = enter(state, counter: record.header.counter, header: record.header)
-        invoke(record.body, JobContext(state: state))
+        let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
+        let body = (memory + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: RunBody.self)
+        state.pointee.worker.flushDecrements(unlessFor: header.counter)
+        let saved = enter(state, counter: header.counter, header: header)
+        // SAFETY: `RunBody` is one closure, stored as its two words (function, context); the
+        // trampoline calls it with Swift's convention without copying it, so the body's
+        // reference count is not touched here. The record stays allocated until the call returns.
+        spindle_closure_invoke(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
         leave(state, saved)
         // The job may have continued on another worker after a wait.
         let finishedOn = state.pointee.worker
+        finishedOn.retireBody(movingFrom: body)
+        finishedOn.releaseRecord(memory)
         finishedOn.count(.jobsRun)
-        if let counter = record.header.counter {
+        if let counter = header.counter {
             finishedOn.deferDecrement(counter)
         }
-    }
-
-    /// Calls a body the caller owns: consuming it avoids a retain and release around the call.
-    @inline(__always)
-    static func invoke(_ body: consuming @escaping @Sendable (JobContext) -> Void, _ context: JobContext) {
-        body(context)
     }
 
     // MARK: run(count:)

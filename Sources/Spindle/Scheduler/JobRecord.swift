@@ -42,7 +42,15 @@ struct JobHeader {
 /// A record from `JobSystem.run` / `JobContext.run`: the header and the body.
 struct RunRecord {
     var header: JobHeader
-    var body: @Sendable (JobContext) -> Void
+    var body: RunBody
+}
+
+/// A job body, wrapped so that it can be moved out of a record through a typed pointer (a bare
+/// closure read through a generic pointer has another representation than in a struct field).
+/// In memory it is the closure's two words, function then context, which is what
+/// `spindle_closure_invoke` calls.
+struct RunBody {
+    var call: @Sendable (JobContext) -> Void
 }
 
 /// A record from `run(count:)`: one body for `count` indices, executed by up to `maxTickets`

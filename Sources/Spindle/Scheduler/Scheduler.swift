@@ -44,6 +44,8 @@ final class Scheduler: @unchecked Sendable {
     /// The spin budget before sleeping, in nanoseconds.
     let spinNanoseconds: UInt64
     static let sparesPerWorker = 32
+    /// The most jobs a thief takes in one burst besides the one it runs (`stealMore`).
+    static let stealBurst = 16
     static let injectionBatch = 32
 
     /// A thread outside the system that submits jobs: its record arena.
@@ -315,7 +317,11 @@ final class Scheduler: @unchecked Sendable {
     private func workLoop(_ state: UnsafeMutablePointer<FiberState>) -> Fiber {
         while !state.pointee.exitRequested {
             let worker = state.pointee.worker
-            guard let token = findWork(worker) ?? { worker.flushDecrements(); return idle(worker) }() else { break }
+            guard let token = findWork(worker) ?? {
+                worker.flushDecrements()
+                worker.releaseFinishedBodies()
+                return idle(worker)
+            }() else { break }
             if token & Token.fiberTag == 0 {
                 let record = UnsafeMutableRawPointer(bitPattern: token)!
                 record.load(as: ExecuteFunction.self)(record, UnsafeMutableRawPointer(state))
@@ -337,6 +343,7 @@ final class Scheduler: @unchecked Sendable {
             completePendingAction(on: state.pointee.worker)
         }
         let worker = state.pointee.worker
+        worker.releaseFinishedBodies()
         worker.local.pointee.pendingAction = .finished(state)
         return worker.local.pointee.threadContext!
     }
@@ -485,6 +492,7 @@ final class Scheduler: @unchecked Sendable {
                     switch workers[victim].steal(priority) {
                     case .success(let token):
                         worker.count(.steals)
+                        stealMore(from: workers[victim], priority: priority, into: worker)
                         return token
                     case .retry:
                         retry = true
@@ -495,6 +503,27 @@ final class Scheduler: @unchecked Sendable {
             }
         }
         return nil
+    }
+
+    /// After a successful steal from a deque that still holds several jobs, takes up to half of
+    /// them (at most 16) in the same burst and queues them on the thief's own deque: the victim's
+    /// `top` line then changes hands once per burst rather than once per job, and the thief has
+    /// local work for a while. Each take is an ordinary steal, so the deque's guarantees hold.
+    private func stealMore(from victim: UnsafeMutablePointer<WorkerState>, priority: UInt8,
+                           into worker: UnsafeMutablePointer<WorkerState>) {
+        let available = victim.approximateCount(priority)
+        guard available >= 4 else { return }
+        var taken = 0
+        for _ in 0..<Swift.min(available / 2, Scheduler.stealBurst) {
+            guard case .success(let token) = victim.steal(priority) else { break }
+            worker.push(token, priority: priority)
+            taken += 1
+        }
+        if taken > 0 {
+            worker.count(.steals, UInt64(taken))
+            // Others may take from the thief now.
+            sleep.workPosted(self)
+        }
     }
 
     /// Whether any work is visible to `worker` (its inbox and pinned list, any deque, any

@@ -65,24 +65,25 @@ final class SleepState: @unchecked Sendable {
 
     /// Wakes one sleeping worker, if any. Returns whether it woke one.
     ///
-    /// Prefers a worker pinned to another CPU than the caller's: the caller is busy on its own
-    /// CPU (it just submitted work), so a worker woken there would wait for it to be preempted
-    /// (tens of microseconds on a VM). docs/sleep.md, "Waking".
+    /// Never wakes a worker pinned to the caller's own CPU while another worker is awake: the
+    /// caller is busy on that CPU (it just submitted work), so the woken worker would only take
+    /// CPU time from it, and the awake worker will find the work (it looks everywhere before it
+    /// sleeps). With `allowingHere` (a thread about to block, freeing its CPU) or when nobody is
+    /// awake, any sleeper will do. docs/sleep.md, "Waking".
     @discardableResult
-    func wakeOne(_ scheduler: Scheduler) -> Bool {
+    func wakeOne(_ scheduler: Scheduler, allowingHere: Bool = false) -> Bool {
         let here = CurrentThread.cpu ?? -1
-        for avoidingHere in [true, false] {
-            for word in 0..<maskWords {
-                var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
-                while bits != 0 {
-                    let index = word * 64 + bits.trailingZeroBitCount
-                    let bit = UInt64(1) << UInt64(bits.trailingZeroBitCount)
-                    bits &= ~bit
-                    if avoidingHere && scheduler.workerCPUs[index] == here { continue }
-                    if mask(word).pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
-                        wakeClaimed(worker: index, scheduler)
-                        return true
-                    }
+        let mayUseHere = allowingHere || Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
+        for word in 0..<maskWords {
+            var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
+            while bits != 0 {
+                let index = word * 64 + bits.trailingZeroBitCount
+                let bit = UInt64(1) << UInt64(bits.trailingZeroBitCount)
+                bits &= ~bit
+                if !mayUseHere && scheduler.workerCPUs[index] == here { continue }
+                if mask(word).pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
+                    wakeClaimed(worker: index, scheduler)
+                    return true
                 }
             }
         }
