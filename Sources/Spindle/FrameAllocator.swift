@@ -41,7 +41,7 @@ struct FrameArena {
         let size = Swift.max(Self.chunkSize, (byteCount + alignment + 4095) & ~4095)
         var memory: UnsafeMutableRawPointer?
         let result = posix_memalign(&memory, Swift.max(64, alignment), size)
-        precondition(result == 0 && memory != nil,
+        require(result == 0 && memory != nil,
                      "Spindle frame allocator: out of memory reserving \(size) bytes (posix_memalign: \(result))")
         chunks.append((memory!, size))
         current = chunks.count - 1
@@ -114,7 +114,7 @@ extension JobContext {
         let worker = state.pointee.worker
         let frames = worker.pointee.scheduler.frames
         let number = frames.openFrame(caller: "JobContext.frameAllocate")
-        precondition(count >= 0, "frameAllocate(count: \(count)): the count must not be negative")
+        require(count >= 0, "frameAllocate(count: \(count)): the count must not be negative")
         let local = worker.pointee.local
         let (memory, reserved) = local.pointee.frame.allocate(
             byteCount: MemoryLayout<T>.stride * count, alignment: MemoryLayout<T>.alignment, frame: number)
@@ -136,15 +136,15 @@ final class FrameState: @unchecked Sendable {
 
     func begin() {
         let old = number.load(ordering: .acquiring)
-        precondition(old & 1 == 0, "JobSystem.beginFrame(): a frame is already open; end it first (frames do not nest)")
+        require(old & 1 == 0, "JobSystem.beginFrame(): a frame is already open; end it first (frames do not nest)")
         ownerThread = CurrentThread.id
         number.store(old + 1, ordering: .releasing)
     }
 
     func end(_ scheduler: Scheduler) {
         let open = number.load(ordering: .acquiring)
-        precondition(open & 1 == 1, "JobSystem.endFrame(): no frame is open; call beginFrame() first")
-        precondition(ownerThread == CurrentThread.id, "JobSystem.endFrame() must be called on the thread that began the frame")
+        require(open & 1 == 1, "JobSystem.endFrame(): no frame is open; call beginFrame() first")
+        require(ownerThread == CurrentThread.id, "JobSystem.endFrame() must be called on the thread that began the frame")
         #if DEBUG
         for index in 0..<scheduler.workerCount {
             scheduler.workers[index].local.pointee.frame.poison(frame: open)
@@ -158,15 +158,15 @@ final class FrameState: @unchecked Sendable {
     @inline(__always)
     func openFrame(caller: StaticString) -> UInt64 {
         let value = number.load(ordering: .acquiring)
-        precondition(value & 1 == 1, "\(caller) called outside a frame: open one with JobSystem.frame { } or beginFrame()")
+        require(value & 1 == 1, "\(caller) called outside a frame: open one with JobSystem.frame { } or beginFrame()")
         return value
     }
 
     func allocateOnOwner<T: BitwiseCopyable>(_ type: T.Type, count: Int) -> UnsafeMutableBufferPointer<T> {
         let value = openFrame(caller: "JobSystem.frameAllocate")
-        precondition(ownerThread == CurrentThread.id,
+        require(ownerThread == CurrentThread.id,
                      "JobSystem.frameAllocate called on a thread other than the one that began the frame; inside a job use JobContext.frameAllocate")
-        precondition(count >= 0, "frameAllocate(count: \(count)): the count must not be negative")
+        require(count >= 0, "frameAllocate(count: \(count)): the count must not be negative")
         let (memory, _) = ownerArena.allocate(
             byteCount: MemoryLayout<T>.stride * count, alignment: MemoryLayout<T>.alignment, frame: value)
         return UnsafeMutableBufferPointer(start: memory.bindMemory(to: T.self, capacity: count), count: count)

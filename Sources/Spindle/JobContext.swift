@@ -65,7 +65,7 @@ public struct JobContext {
         count: Int, priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
         _ body: @escaping @Sendable (Int, JobContext) -> Void
     ) -> JobCounter {
-        precondition(count >= 0, "JobContext.run(count: \(count)): the count must not be negative")
+        require(count >= 0, "JobContext.run(count: \(count)): the count must not be negative")
         let counter = counter ?? JobCounter()
         guard count > 0 else { return counter }
         counter.increment(by: count)
@@ -93,7 +93,7 @@ public struct JobContext {
         // Acquiring: pairs with the releasing decrement, so the counted jobs' writes are visible.
         if counter.pendingCount.load(ordering: .acquiring) == 0 { return }
         let identity = Unmanaged.passUnretained(counter)
-        precondition(state.pointee.currentCounter != identity.toOpaque(),
+        require(state.pointee.currentCounter != identity.toOpaque(),
                      "JobContext.wait(for:) on the running job's own counter: it cannot reach zero before this job returns, so the wait would never end; wait on the counters of the jobs you spawned instead")
         scheduler.park(state, .parkOnCounter(state, identity))
     }

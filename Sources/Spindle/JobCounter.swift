@@ -48,7 +48,7 @@ public final class JobCounter: @unchecked Sendable {
 
     /// A counter at `initialValue` (zero or more).
     public init(_ initialValue: Int = 0) {
-        precondition(initialValue >= 0, "JobCounter(\(initialValue)): a counter cannot start below zero")
+        require(initialValue >= 0, "JobCounter(\(initialValue)): a counter cannot start below zero")
         pendingCount = Atomic(initialValue)
         if initialValue > 0 { _ = Unmanaged.passUnretained(self).retain() }
     }
@@ -66,7 +66,7 @@ public final class JobCounter: @unchecked Sendable {
     /// - Complexity: O(1), one atomic add.
     @inlinable
     public func increment(by count: Int = 1) {
-        precondition(count >= 0, "JobCounter.increment(by: \(count)): the amount must not be negative")
+        require(count >= 0, "JobCounter.increment(by: \(count)): the amount must not be negative")
         // Relaxed is enough for the count itself: the job that will decrement is published by
         // the queue that carries it. The 0 -> n transition takes the self-reference.
         if pendingCount.wrappingAdd(count, ordering: .relaxed).oldValue == 0 && count > 0 {
@@ -88,7 +88,7 @@ public final class JobCounter: @unchecked Sendable {
         if old == count {
             reachedZero()
         } else if old < count {
-            preconditionFailure("JobCounter.decrement(by: \(count)) took the counter below zero (it was \(old)): an event was counted twice, or the counter was reused while still in use")
+            misuse("JobCounter.decrement(by: \(count)) took the counter below zero (it was \(old)): an event was counted twice, or the counter was reused while still in use")
         }
     }
 

@@ -107,7 +107,7 @@ public final class JobSystem: @unchecked Sendable {
         count: Int, priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
         _ body: @escaping @Sendable (Int, JobContext) -> Void
     ) -> JobCounter {
-        precondition(count >= 0, "JobSystem.run(count: \(count)): the count must not be negative")
+        require(count >= 0, "JobSystem.run(count: \(count)): the count must not be negative")
         let counter = counter ?? JobCounter()
         guard count > 0 else { return counter }
         counter.increment(by: count)
@@ -131,7 +131,7 @@ public final class JobSystem: @unchecked Sendable {
     public func wait(for counter: JobCounter) {
         if counter.isComplete { return }
         if let worker = Scheduler.anyCurrentWorker() {
-            precondition(worker.pointee.scheduler === scheduler,
+            require(worker.pointee.scheduler === scheduler,
                          "JobSystem.wait(for:) called from a job of another JobSystem: it would block that system's worker thread; use the JobContext.wait(for:) of the job you are in")
             JobContext(state: worker.local.pointee.running!).wait(for: counter)
             return
@@ -152,7 +152,7 @@ public final class JobSystem: @unchecked Sendable {
     /// shutdown waits with it.
     /// - Precondition: not called from one of this system's own jobs (it would wait for itself).
     public func shutdown() {
-        precondition(scheduler.currentWorker() == nil,
+        require(scheduler.currentWorker() == nil,
                      "JobSystem.shutdown() called from one of its own jobs: it would wait for itself; call it from outside the job system")
         scheduler.shutdownAndJoin()
     }

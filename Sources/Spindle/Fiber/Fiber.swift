@@ -90,7 +90,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
         // 64-byte aligned (page-aligned top minus a multiple of 64).
         let top = mapping + mappingSize
         let controlBytes = (MemoryLayout<spindle_fiber_t>.stride + 63) & ~63
-        precondition(controlBytes <= 256, "spindle_fiber_t grew beyond its 256-byte budget")
+        require(controlBytes <= 256, "spindle_fiber_t grew beyond its 256-byte budget")
         let control = (top - controlBytes).bindMemory(to: spindle_fiber_t.self, capacity: 1)
         control.initialize(to: spindle_fiber_t())
         control.pointee.kind = SPINDLE_FIBER_KIND_FIBER.rawValue
@@ -109,8 +109,8 @@ public struct Fiber: Hashable, @unchecked Sendable {
     /// Unmaps the fiber's stack. The fiber must not be running or suspended (its frames would be
     /// lost silently). Thread-safe for distinct fibers.
     public func deallocate() {
-        precondition(!isThreadContext, "deallocate() is for fibers; use releaseThreadContext() for thread contexts")
-        precondition(state == .ready || state == .finished,
+        require(!isThreadContext, "deallocate() is for fibers; use releaseThreadContext() for thread contexts")
+        require(state == .ready || state == .finished,
                      "deallocating a fiber that is \(state): its frames would be lost; let it finish first")
         spindle_fiber_destroy(control)
         spindle_overflow_unregister(control.pointee.guard_slot)
@@ -134,7 +134,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
 
     /// Frees a context made by `makeThreadContext()`.
     public func releaseThreadContext() {
-        precondition(isThreadContext, "releaseThreadContext() is for thread contexts; use deallocate() for fibers")
+        require(isThreadContext, "releaseThreadContext() is for thread contexts; use deallocate() for fibers")
         control.deinitialize(count: 1)
         control.deallocate()
     }
@@ -228,7 +228,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
     /// - Complexity: O(1) when the canary is intact; one system call otherwise.
     @discardableResult
     public func releaseDeepStackPages() -> Bool {
-        precondition(!isThreadContext && (state == .ready || state == .finished),
+        require(!isThreadContext && (state == .ready || state == .finished),
                      "releasing stack pages of a fiber that is \(state)")
         guard canaryAddress.load(as: UInt64.self) != Self.canary else { return false }
         dropPagesBelowResidentBudget()
@@ -238,7 +238,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
     /// Returns every stack page below the resident budget to the kernel, whatever the canary
     /// says (for `FiberPool.trim()`). Same precondition as `releaseDeepStackPages()`.
     func releaseAllDeepStackPages() {
-        precondition(!isThreadContext && (state == .ready || state == .finished),
+        require(!isThreadContext && (state == .ready || state == .finished),
                      "releasing stack pages of a fiber that is \(state)")
         dropPagesBelowResidentBudget()
     }

@@ -25,7 +25,7 @@ public final class FiberPool: @unchecked Sendable {
     /// - Parameter preallocate: stacks to map now, so the first `get()` calls are fast.
     /// - Throws: `SystemError` if mapping a preallocated stack fails.
     public init(configuration: FiberStackConfiguration = .default, preallocate: Int = 0) throws(SystemError) {
-        precondition(preallocate >= 0, "FiberPool preallocate count must not be negative (got \(preallocate))")
+        require(preallocate >= 0, "FiberPool preallocate count must not be negative (got \(preallocate))")
         self.configuration = configuration
         for _ in 0..<preallocate {
             put(try Fiber.allocate(configuration))
@@ -71,10 +71,10 @@ public final class FiberPool: @unchecked Sendable {
     ///   configuration.
     /// - Complexity: O(1).
     public func put(_ fiber: Fiber) {
-        precondition(!fiber.isThreadContext, "FiberPool.put: a thread context is not a pooled fiber")
-        precondition(fiber.state == .ready || fiber.state == .finished,
+        require(!fiber.isThreadContext, "FiberPool.put: a thread context is not a pooled fiber")
+        require(fiber.state == .ready || fiber.state == .finished,
                      "FiberPool.put: the fiber is \(fiber.state); only a fiber that finished (or never started) can be pooled")
-        precondition(fiber.control.pointee.guard_size == configuration.guardSize
+        require(fiber.control.pointee.guard_size == configuration.guardSize
                      && fiber.control.pointee.mapping_size == configuration.guardSize + configuration.stackSize,
                      "FiberPool.put: the fiber's stack has another configuration than this pool's")
         fiber.releaseDeepStackPages()
@@ -91,7 +91,7 @@ public final class FiberPool: @unchecked Sendable {
     ///
     /// - Complexity: O(number of free fibers), with a system call per fiber.
     public func trim(keeping: Int = 0) {
-        precondition(keeping >= 0, "FiberPool.trim(keeping:) needs a count of zero or more (got \(keeping))")
+        require(keeping >= 0, "FiberPool.trim(keeping:) needs a count of zero or more (got \(keeping))")
         var released: UnsafeMutablePointer<spindle_fiber_t>?
         var kept: [UnsafeMutablePointer<spindle_fiber_t>] = []
         lock.withLock {

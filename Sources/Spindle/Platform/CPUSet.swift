@@ -53,7 +53,7 @@ public struct CPUSet: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral, C
 
     /// Adds `cpu`. - Precondition: `cpu` is in `0...CPUSet.maximumCPU`.
     public mutating func insert(_ cpu: Int) {
-        precondition((0...Self.maximumCPU).contains(cpu),
+        require((0...Self.maximumCPU).contains(cpu),
                      "CPU \(cpu) is outside 0...\(Self.maximumCPU)")
         let index = cpu / 64
         if index >= words.count { words.append(contentsOf: repeatElement(0, count: index - words.count + 1)) }

@@ -50,7 +50,7 @@ public enum CurrentThread {
     /// - Throws: `SystemError` with `EINVAL` when no CPU of `cpus` is allowed for this process
     ///   (outside its cpuset cgroup, or offline).
     public static func pin(to cpus: CPUSet) throws(SystemError) {
-        precondition(!cpus.isEmpty, "cannot pin a thread to an empty CPU set")
+        require(!cpus.isEmpty, "cannot pin a thread to an empty CPU set")
         let maximum = cpus.reduce(0) { Swift.max($0, $1) }
         let words = (maximum / UInt.bitWidth + 1 + 15) / 16 * 16  // whole 1024-bit blocks
         var mask = [UInt](repeating: 0, count: words)

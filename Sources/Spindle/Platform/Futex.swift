@@ -50,7 +50,7 @@ public enum Futex {
         case ETIMEDOUT: return .timedOut
         case EINTR: return .woken
         case let error:
-            preconditionFailure("futex wait failed with errno \(error): a bad address or argument (a bug in Spindle)")
+            misuse("futex wait failed with errno \(error): a bad address or argument (a bug in Spindle)")
         }
     }
 
@@ -59,10 +59,10 @@ public enum Futex {
     /// - Complexity: one system call.
     @discardableResult
     public static func wake(_ word: UnsafePointer<Atomic<UInt32>>, count: Int32 = 1) -> Int {
-        precondition(count > 0, "Futex.wake needs a positive count (got \(count))")
+        require(count > 0, "Futex.wake needs a positive count (got \(count))")
         let address = UnsafeMutableRawPointer(mutating: word).assumingMemoryBound(to: UInt32.self)
         let woken = spindle_futex_wake(address, count)
-        precondition(woken >= 0, "futex wake failed with errno \(Glibc.errno): a bad address (a bug in Spindle)")
+        require(woken >= 0, "futex wake failed with errno \(Glibc.errno): a bad address (a bug in Spindle)")
         return woken
     }
 }

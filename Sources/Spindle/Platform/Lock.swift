@@ -24,7 +24,7 @@ final class Lock: @unchecked Sendable {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         let result = pthread_mutex_init(mutex, nil)
-        precondition(result == 0, "pthread_mutex_init failed: errno \(result)")
+        require(result == 0, "pthread_mutex_init failed: errno \(result)")
     }
 
     deinit {
@@ -44,12 +44,12 @@ final class Lock: @unchecked Sendable {
     @usableFromInline
     func lock() {
         let result = pthread_mutex_lock(mutex)
-        precondition(result == 0, "pthread_mutex_lock failed: errno \(result)")
+        require(result == 0, "pthread_mutex_lock failed: errno \(result)")
     }
 
     @usableFromInline
     func unlock() {
         let result = pthread_mutex_unlock(mutex)
-        precondition(result == 0, "pthread_mutex_unlock failed: errno \(result)")
+        require(result == 0, "pthread_mutex_unlock failed: errno \(result)")
     }
 }

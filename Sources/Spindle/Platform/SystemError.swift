@@ -65,7 +65,7 @@ func retryingErrnoReturning(
 @usableFromInline
 func failure(_ call: StaticString, _ error: CInt) -> SystemError {
     if error == EFAULT || error == EBADF {
-        preconditionFailure("\(call): errno \(error) means Spindle passed a bad argument (a bug in Spindle)")
+        misuse("\(call): errno \(error) means Spindle passed a bad argument (a bug in Spindle)")
     }
     return SystemError(call: "\(call)", errno: error)
 }

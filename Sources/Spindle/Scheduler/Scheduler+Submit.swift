@@ -32,7 +32,7 @@ extension Scheduler {
             worker.post(Token.record(record), priority: priority)
             return
         } else {
-            precondition(!shutdownRequested.load(ordering: .relaxed),
+            require(!shutdownRequested.load(ordering: .relaxed),
                          "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
             let submitter = self.submitter()
             let record = submitter.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunks))

@@ -57,11 +57,15 @@ final class Scheduler: @unchecked Sendable {
     static let workerKey: pthread_key_t = {
         var key = pthread_key_t()
         let result = pthread_key_create(&key, nil)
-        precondition(result == 0, "Spindle: pthread_key_create failed (\(result)): too many thread-specific keys in this process")
+        require(result == 0, "Spindle: pthread_key_create failed (\(result)): too many thread-specific keys in this process")
         return key
     }()
 
     init(configuration: JobSystem.Configuration, plan: WorkerPlan) throws {
+        // The executors call a record's body in place through its two words, right after the
+        // header (closure.c); a layout change must fail loudly, not call garbage.
+        require(MemoryLayout<RunRecord>.size == MemoryLayout<JobHeader>.stride + 2 * MemoryLayout<Int>.size,
+                     "Spindle internal error: job record layout changed")
         self.configuration = configuration
         workerCount = plan.cpus.count
         workerCPUs = plan.cpus
@@ -250,7 +254,7 @@ final class Scheduler: @unchecked Sendable {
         do {
             fiber = try fiberPool.get()
         } catch {
-            preconditionFailure("Spindle: cannot map a fiber stack (\(error)); too many fibers are waiting at once, or the stack size is too large for the address space")
+            misuse("Spindle: cannot map a fiber stack (\(error)); too many fibers are waiting at once, or the stack size is too large for the address space")
         }
         let state = UnsafeMutablePointer<FiberState>.allocate(capacity: 1)
         state.initialize(to: FiberState(

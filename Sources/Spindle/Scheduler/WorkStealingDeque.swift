@@ -46,9 +46,9 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
 
     /// - Parameter capacity: initial number of slots, rounded up to a power of two (at least 2).
     public init(capacity: Int = 256) {
-        precondition(MemoryLayout<Element>.size == MemoryLayout<UInt>.size,
+        require(MemoryLayout<Element>.size == MemoryLayout<UInt>.size,
                      "WorkStealingDeque holds word-sized elements; \(Element.self) is \(MemoryLayout<Element>.size) bytes")
-        precondition(capacity > 0, "WorkStealingDeque capacity must be positive (got \(capacity))")
+        require(capacity > 0, "WorkStealingDeque capacity must be positive (got \(capacity))")
         storage = .allocate(byteCount: Self.headerSize, alignment: 128)
         (storage + Self.topOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
         (storage + Self.bottomOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
@@ -255,7 +255,7 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         @inlinable init(raw: UnsafeMutableRawPointer) { self.raw = raw }
 
         static func allocate(capacity: Int) -> Ring {
-            precondition(capacity > 0 && capacity & (capacity - 1) == 0, "ring capacity must be a power of two")
+            require(capacity > 0 && capacity & (capacity - 1) == 0, "ring capacity must be a power of two")
             let raw = UnsafeMutableRawPointer.allocate(
                 byteCount: slotsOffset + capacity * MemoryLayout<Atomic<UInt>>.stride, alignment: 64)
             raw.storeBytes(of: capacity - 1, as: Int.self)
