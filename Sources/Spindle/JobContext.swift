@@ -52,10 +52,9 @@ public struct JobContext {
         _ body: @escaping @Sendable (JobContext) -> Void
     ) {
         counter.increment()
-        let worker = state.pointee.worker
-        let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
-        Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
-        worker.post(Token.record(record), priority: priority.rawValue)
+        state.pointee.worker.submit(priority: priority.rawValue, size: MemoryLayout<RunRecord>.stride) { record in
+            Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
+        }
     }
 
     /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.
@@ -70,10 +69,11 @@ public struct JobContext {
         guard count > 0 else { return counter }
         counter.increment(by: count)
         let worker = state.pointee.worker
-        let record = worker.allocateRecord(size: MemoryLayout<CountRecord>.stride)
-        Execution.initializeCount(record, count: count, tickets: Swift.min(count, worker.pointee.workerCount), body: body,
-                                  counter: counter, priority: priority, affinity: affinity)
-        worker.post(Token.record(record), priority: priority.rawValue)
+        let tickets = Swift.min(count, worker.pointee.workerCount)
+        worker.submit(priority: priority.rawValue, size: MemoryLayout<CountRecord>.stride) { record in
+            Execution.initializeCount(record, count: count, tickets: tickets, body: body,
+                                      counter: counter, priority: priority, affinity: affinity)
+        }
         return counter
     }
 

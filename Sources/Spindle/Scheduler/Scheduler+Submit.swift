@@ -27,9 +27,7 @@ extension Scheduler {
     func submit(priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
                 _ initialize: (UnsafeMutableRawPointer) -> Void) {
         if let worker = currentWorker() {
-            let record = worker.allocateRecord(size: size)
-            initialize(record)
-            worker.post(Token.record(record), priority: priority)
+            worker.submit(priority: priority, size: size, initialize)
             return
         } else {
             require(!shutdownRequested.load(ordering: .relaxed),

@@ -132,7 +132,7 @@ final class Scheduler: @unchecked Sendable {
             }, context.toOpaque())
             if result != 0 {
                 context.release()
-                startup.fail(index: index, SystemError(call: "pthread_create", errno: result))
+                startup.fail(SystemError(call: "pthread_create", errno: result))
                 continue
             }
             lock.withLock { threads.append(thread) }
@@ -193,7 +193,7 @@ final class Scheduler: @unchecked Sendable {
         }
 
         func succeed() { finishOne(nil) }
-        func fail(index: Int, _ error: any Error) { finishOne(error) }
+        func fail(_ error: any Error) { finishOne(error) }
 
         private func finishOne(_ failure: (any Error)?) {
             let last = lock.withLock { () -> Bool in
@@ -227,7 +227,7 @@ final class Scheduler: @unchecked Sendable {
         } catch {
             // Still run: a failed start shuts the system down, and termination needs every
             // worker to take part.
-            start.startup.fail(index: start.index, error)
+            start.startup.fail(error)
         }
 
         let first = makeFiber(for: worker)

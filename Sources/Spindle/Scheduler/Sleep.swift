@@ -38,12 +38,6 @@ final class SleepState: @unchecked Sendable {
     static func awake(_ value: UInt64) -> UInt64 { value & 0xFFFF_FFFF }
     static func searching(_ value: UInt64) -> UInt64 { value >> 32 }
 
-    /// Awake and searching workers now (for metrics and tests).
-    var snapshot: (awake: Int, searching: Int) {
-        let value = activity.pointee.load(ordering: .relaxed)
-        return (Int(Self.awake(value)), Int(Self.searching(value)))
-    }
-
     /// Workers whose sleeping bit is set now.
     var sleepingCount: Int {
         (0..<maskWords).reduce(0) { $0 + mask($1).pointee.load(ordering: .relaxed).nonzeroBitCount }

@@ -233,6 +233,15 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         }
     }
 
+    /// Allocates a record of `size` bytes from this worker's arena, lets `initialize` fill it,
+    /// and posts it on the deque of `priority`. Owner only; no heap allocation.
+    @inline(__always)
+    func submit(priority: UInt8, size: Int, _ initialize: (UnsafeMutableRawPointer) -> Void) {
+        let record = allocateRecord(size: size)
+        initialize(record)
+        post(Token.record(record), priority: priority)
+    }
+
     /// Memory for a job record from this worker's arena. Owner only.
     @inline(__always)
     func allocateRecord(size: Int) -> UnsafeMutableRawPointer {
