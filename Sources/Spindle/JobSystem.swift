@@ -136,11 +136,7 @@ public final class JobSystem: @unchecked Sendable {
             JobContext(state: worker.local.pointee.running!).wait(for: counter)
             return
         }
-        // This thread is about to free its CPU: a sleeper pinned there may now help.
-        if scheduler.anyQueuedWork() { scheduler.sleep.wakeOne(scheduler, allowingHere: true) }
-        WaitList.blockThread(on: counter.waiters) {
-            counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
-        }
+        scheduler.waitOutside(for: counter)
     }
 
     // MARK: Stopping

@@ -386,6 +386,15 @@ struct JobSystemTests {
             #expect(manual.value == 0)
         }
         jobs.shutdown()
+        // With one worker, a job blocking in jobs.wait(for:) would starve the job it waits for.
+        let single = try makeSystem(workers: 1)
+        withTimeLimit(seconds: 30, "jobs.wait(for:) inside a job parks") {
+            let gate = JobCounter(1)
+            let done = single.run { _ in single.wait(for: gate) }
+            single.run { _ in gate.decrement() }
+            single.wait(for: done)
+            #expect(gate.value == 0)
+        }
     }
 
     @Test

@@ -40,6 +40,14 @@ extension Scheduler {
         sleep.workPosted(self)
     }
 
+    /// Blocks the calling thread, which is not a worker, until `counter` is zero.
+    func waitOutside(for counter: JobCounter) {
+        // This thread is about to free its CPU: a sleeper pinned there may now help.
+        if anyQueuedWork() { sleep.wakeOne(self, allowingHere: true) }
+        WaitList.blockThread(on: counter.waiters) {
+            counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
+        }
+    }
 
     /// The calling outside thread's submitter state, created on first use.
     private func submitter() -> UnsafeMutablePointer<Submitter> {

@@ -233,13 +233,13 @@ final class Scheduler: @unchecked Sendable {
         let first = makeFiber(for: worker)
         threadContext.switchTo(first.pointee.fiber)
         // The loop ended (termination): the fiber that returned here has finished.
-        completePendingAction(on: worker)
+        completePendingAction(on: worker, running: nil)
         // Finish every spare fiber (they sit in `resume` inside the loop) and the shared ones.
         while let spare = takeSpare(worker, allowNew: false) {
             spare.pointee.exitRequested = true
             spare.pointee.worker = worker
             threadContext.switchTo(spare.pointee.fiber)
-            completePendingAction(on: worker)
+            completePendingAction(on: worker, running: nil)
         }
         pthread_setspecific(Scheduler.workerKey, nil)
         worker.local.pointee.threadContext = nil
@@ -311,7 +311,7 @@ final class Scheduler: @unchecked Sendable {
     static let fiberEntry: Fiber.Entry = { control, _ in
         let state = control.pointee.context!.assumingMemoryBound(to: FiberState.self)
         let scheduler = state.pointee.worker.pointee.scheduler
-        scheduler.completePendingAction(on: state.pointee.worker)
+        scheduler.completePendingAction(on: state.pointee.worker, running: state)
         return scheduler.workLoop(state).control
     }
 
@@ -344,7 +344,7 @@ final class Scheduler: @unchecked Sendable {
             worker.local.pointee.pendingAction = .spare(state)
             state.pointee.fiber.switchTo(target.pointee.fiber)
             // Resumed as a spare by some worker (perhaps another one).
-            completePendingAction(on: state.pointee.worker)
+            completePendingAction(on: state.pointee.worker, running: state)
         }
         let worker = state.pointee.worker
         worker.releaseFinishedBodies()
@@ -353,9 +353,11 @@ final class Scheduler: @unchecked Sendable {
     }
 
     /// Runs the action left by the context that switched away, now that the switch completed.
-    /// Called by every context right after it starts or resumes.
+    /// Called by every context right after it starts or resumes; `running` is that context's
+    /// fiber (nil: the thread context), recorded as the worker's running fiber.
     @usableFromInline
-    func completePendingAction(on worker: UnsafeMutablePointer<WorkerState>) {
+    func completePendingAction(on worker: UnsafeMutablePointer<WorkerState>, running: UnsafeMutablePointer<FiberState>?) {
+        worker.local.pointee.running = running
         let action = worker.local.pointee.pendingAction
         worker.local.pointee.pendingAction = .none
         switch action {
@@ -397,7 +399,7 @@ final class Scheduler: @unchecked Sendable {
         // What this fiber waits for may be among the deferred completions.
         worker.flushDecrements()
         state.pointee.fiber.switchTo(next.pointee.fiber)
-        completePendingAction(on: state.pointee.worker)
+        completePendingAction(on: state.pointee.worker, running: state)
     }
 
     /// Makes a parked fiber runnable: it goes to the inbox of the worker it parked on.

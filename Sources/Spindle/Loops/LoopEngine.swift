@@ -1,0 +1,183 @@
+import CSpindle
+import Synchronization
+
+// The engine behind parallelFor, parallelMap, parallelReduce and friends: docs/parallel-for.md.
+// One generic routine cuts a range into chunks, runs `leaf` on each (in parallel, through
+// `join`) and combines the chunk results in index order with `combine`.
+
+/// The splitting decision of one node of the split tree (docs/parallel-for.md, "Partitioners").
+struct LoopSplitter: Sendable {
+    /// Splits left before leaves run without a sign of hungry workers (adaptive only).
+    var budget: Int
+    let grain: Int
+    let adaptive: Bool
+    let workers: Int
+
+    init(_ partitioner: Partitioner, workers: Int) {
+        budget = workers
+        grain = partitioner.grain
+        adaptive = partitioner.kind == .adaptive
+        self.workers = workers
+    }
+
+    /// Whether a range of `count` elements fits one chunk without ever splitting.
+    func fitsOneChunk(_ count: Int) -> Bool {
+        adaptive ? count / 2 < grain : count <= grain
+    }
+
+    /// Decides whether to split a range of `count` elements; `migrated` says whether this node
+    /// runs on another worker than the one that forked it (it was stolen).
+    mutating func shouldSplit(_ count: Int, migrated: Bool) -> Bool {
+        guard adaptive else { return count > grain }
+        guard count / 2 >= grain else { return false }
+        if migrated {
+            budget = Swift.max(workers, budget / 2)
+            return true
+        }
+        guard budget > 0 else { return false }
+        budget /= 2
+        return true
+    }
+
+    /// Where to split `range`: the middle, or (fixed) the grain boundary nearest below it.
+    func midpoint(_ range: Range<Int>) -> Int {
+        let count = range.count
+        guard !adaptive else { return range.lowerBound + count / 2 }
+        let grains = count / grain + (count % grain == 0 ? 0 : 1)
+        return range.lowerBound + (grains / 2) * grain
+    }
+}
+
+extension Scheduler {
+    /// The largest batch a leaf runs between two checks for hungry workers.
+    static let leafBatchLimit = 1024
+
+    /// Runs `leaf` over chunks covering `range` (not empty) and combines their results in index
+    /// order. Blocks the calling thread (outside the system) or parks the calling job's fiber
+    /// until every chunk is done.
+    @usableFromInline
+    func loop<T: Sendable>(
+        _ range: Range<Int>, _ partitioner: Partitioner,
+        leaf: @Sendable (Range<Int>) -> T, combine: @Sendable (T, T) -> T
+    ) -> T {
+        let splitter = LoopSplitter(partitioner, workers: workerCount)
+        if splitter.fitsOneChunk(range.count) { return leaf(range) }
+        if let worker = Scheduler.anyCurrentWorker() {
+            require(worker.pointee.scheduler === self,
+                    "parallel loop of one JobSystem called from a job of another: it would block that system's worker thread; run the loop on the system the job belongs to")
+            guard workerCount > 1 else { return sequential(range, splitter, leaf: leaf, combine: combine) }
+            return split(range, splitter, worker.local.pointee.running!, migrated: false, leaf: leaf, combine: combine)
+        }
+        guard workerCount > 1 else { return sequential(range, splitter, leaf: leaf, combine: combine) }
+        return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
+            let result = slot.baseAddress!
+            enterFromOutside { state in
+                result.initialize(to: self.split(range, splitter, state.assumingMemoryBound(to: FiberState.self),
+                                                 migrated: false, leaf: leaf, combine: combine))
+            }
+            return result.move()
+        }
+    }
+
+    /// Runs `entry` in one job and blocks the calling (outside) thread until it returned. The
+    /// closure is recorded as its two words (closure.c), so the non-escaping body it captures
+    /// stays on this stack; the job's own closure captures only their address.
+    private func enterFromOutside(_ entry: (UnsafeMutableRawPointer) -> Void) {
+        withUnsafeTemporaryAllocation(byteCount: 2 * MemoryLayout<Int>.size, alignment: 16) { words in
+            // SAFETY: `entry` outlives the job that calls it: we return only after its counter
+            // reached zero, and the job calls the words before it completes.
+            _spindleClosureWords(words.baseAddress!, entry)
+            let address = EntryAddress(words: UnsafePointer(words.baseAddress!.assumingMemoryBound(to: UnsafeMutableRawPointer.self)))
+            let counter = JobCounter()
+            counter.increment()
+            submit(priority: Priority.normal.rawValue) { record in
+                Execution.initializeRun(record, body: { context in
+                    spindle_closure_invoke(address.words, UnsafeMutableRawPointer(context.state))
+                }, counter: counter, priority: .normal, affinity: .migratable)
+            }
+            waitOutside(for: counter)
+        }
+    }
+
+    /// One node of the split tree, on the fiber `state`.
+    func split<T: Sendable>(
+        _ range: Range<Int>, _ splitter: LoopSplitter, _ state: UnsafeMutablePointer<FiberState>, migrated: Bool,
+        leaf: @Sendable (Range<Int>) -> T, combine: @Sendable (T, T) -> T
+    ) -> T {
+        var splitter = splitter
+        guard splitter.shouldSplit(range.count, migrated: migrated) else {
+            return runLeaf(range, splitter, state, leaf: leaf, combine: combine)
+        }
+        let middle = splitter.midpoint(range)
+        let home = state.pointee.worker.pointee.index
+        let forked = splitter
+        let halves = JobContext(state: state).join({ context in
+            self.split(range.lowerBound..<middle, forked, context.state, migrated: false, leaf: leaf, combine: combine)
+        }, { context in
+            self.split(middle..<range.upperBound, forked, context.state, migrated: context.workerIndex != home,
+                       leaf: leaf, combine: combine)
+        })
+        return combine(halves.0, halves.1)
+    }
+
+    /// A leaf of the split tree. Fixed partitioning: one chunk. Adaptive: batches from `grain`
+    /// doubling up to `leafBatchLimit`; between batches, if some worker is hungry, the rest is
+    /// split again with a fresh budget.
+    private func runLeaf<T: Sendable>(
+        _ range: Range<Int>, _ splitter: LoopSplitter, _ state: UnsafeMutablePointer<FiberState>,
+        leaf: @Sendable (Range<Int>) -> T, combine: @Sendable (T, T) -> T
+    ) -> T {
+        guard splitter.adaptive else { return leaf(range) }
+        let limit = Swift.max(splitter.grain, Self.leafBatchLimit)
+        var batch = splitter.grain
+        var lower = range.lowerBound
+        var upper = batchEnd(lower, batch, range.upperBound, splitter.grain)
+        var result = leaf(lower..<upper)
+        while upper < range.upperBound {
+            lower = upper
+            if (range.upperBound - lower) / 2 >= splitter.grain && hungry() {
+                var fresh = splitter
+                fresh.budget = workerCount
+                return combine(result, split(lower..<range.upperBound, fresh, state, migrated: false,
+                                             leaf: leaf, combine: combine))
+            }
+            batch = batch > limit / 2 ? limit : batch * 2
+            upper = batchEnd(lower, batch, range.upperBound, splitter.grain)
+            result = combine(result, leaf(lower..<upper))
+        }
+        return result
+    }
+
+    /// The end of a batch of `batch` elements from `lower`, extended to `end` when what would
+    /// remain is less than a grain (no chunk smaller than the grain).
+    @inline(__always)
+    private func batchEnd(_ lower: Int, _ batch: Int, _ end: Int, _ grain: Int) -> Int {
+        let remaining = end - lower
+        return remaining - batch < grain ? end : lower + batch
+    }
+
+    /// Whether some worker is looking for work or asleep (it could take a half we offer).
+    @inline(__always)
+    func hungry() -> Bool {
+        let activity = sleep.activity.pointee.load(ordering: .relaxed)
+        return SleepState.searching(activity) != 0 || Int(SleepState.awake(activity)) < workerCount
+    }
+
+    /// The split tree walked on the calling thread (one worker: nobody to share with). Fixed
+    /// partitioning keeps its exact chunks and combine order.
+    func sequential<T>(
+        _ range: Range<Int>, _ splitter: LoopSplitter,
+        leaf: (Range<Int>) -> T, combine: (T, T) -> T
+    ) -> T {
+        guard !splitter.adaptive, range.count > splitter.grain else { return leaf(range) }
+        let middle = splitter.midpoint(range)
+        let left = sequential(range.lowerBound..<middle, splitter, leaf: leaf, combine: combine)
+        return combine(left, sequential(middle..<range.upperBound, splitter, leaf: leaf, combine: combine))
+    }
+}
+
+/// The address of an entry closure's recorded words, carried by the entry job.
+private struct EntryAddress: @unchecked Sendable {
+    // SAFETY: the words are written before the job is submitted and read-only afterwards.
+    let words: UnsafePointer<UnsafeMutableRawPointer>
+}
