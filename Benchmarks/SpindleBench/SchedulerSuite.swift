@@ -14,11 +14,24 @@ import Synchronization
 enum SharedJobSystem {
     nonisolated(unsafe) private static var system: JobSystem?
 
+    nonisolated(unsafe) private static var sized: [Int: JobSystem] = [:]
+
     static func get() throws -> JobSystem {
         // The runner calls `make` on its own thread, one benchmark at a time.
         if let system { return system }
         let created = try JobSystem()
         system = created
+        return created
+    }
+
+    /// A system of `workers` workers for thread sweeps (`--threads`): the shared one when the
+    /// count matches, else one per count, kept for the run (its workers sleep when idle).
+    static func get(workers: Int) throws -> JobSystem {
+        let shared = try get()
+        if workers == shared.workerCount { return shared }
+        if let existing = sized[workers] { return existing }
+        let created = try JobSystem(configuration: .init(workers: workers))
+        sized[workers] = created
         return created
     }
 }

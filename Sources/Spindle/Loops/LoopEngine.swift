@@ -52,6 +52,22 @@ extension Scheduler {
     /// The largest batch a leaf runs between two checks for hungry workers.
     static let leafBatchLimit = 1024
 
+    /// `loop` for bodies without a result (the for-each loops): specialised here, so the split
+    /// tree does not look up generic metadata (the `(T, T)` of every join) at run time.
+    @usableFromInline
+    func forEachChunk(_ range: Range<Int>, _ partitioner: Partitioner, _ body: @Sendable (Range<Int>) -> Void) {
+        loop(range, partitioner, leaf: body, combine: { _, _ in })
+    }
+
+    /// `loop` for `parallelMap`'s slot runs, specialised for the same reason.
+    @usableFromInline
+    func mapChunks(
+        _ range: Range<Int>, _ partitioner: Partitioner,
+        leaf: @Sendable (Range<Int>) -> LoopSlots, combine: @Sendable (LoopSlots, LoopSlots) -> LoopSlots
+    ) -> LoopSlots {
+        loop(range, partitioner, leaf: leaf, combine: combine)
+    }
+
     /// Runs `leaf` over chunks covering `range` (not empty) and combines their results in index
     /// order. Blocks the calling thread (outside the system) or parks the calling job's fiber
     /// until every chunk is done.

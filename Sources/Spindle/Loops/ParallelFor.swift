@@ -56,10 +56,10 @@ extension JobSystem {
     ) throws(E) {
         guard !range.isEmpty else { return }
         try LoopFailure<E>.run { failure in
-            scheduler.loop(range, partitioner, leaf: { chunk in
+            scheduler.forEachChunk(range, partitioner) { chunk in
                 guard !failure.isCancelled else { return }
                 do throws(E) { try body(chunk) } catch { failure.record(error) }
-            }, combine: { _, _ in })
+            }
         }.get()
     }
 
@@ -82,7 +82,7 @@ extension JobSystem {
                 // Each chunk reports the slots it initialised; `combine` merges neighbours and,
                 // when either side is incomplete, destroys the complete one, so after a failure
                 // the root reports no initialised slot and no element is left alive.
-                let done = scheduler.loop(0..<count, partitioner, leaf: { (chunk: Range<Int>) -> LoopSlots in
+                let done = scheduler.mapChunks(0..<count, partitioner, leaf: { (chunk: Range<Int>) -> LoopSlots in
                     guard !failure.isCancelled else { return LoopSlots(range: chunk, complete: false) }
                     var next = chunk.lowerBound
                     do throws(E) {
