@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "CSpindle.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -36,3 +37,22 @@ long spindle_futex_wake(uint32_t *address, int count) {
 }
 
 int spindle_errno(void) { return errno; }
+
+long spindle_mbind(void *address, unsigned long length, int mode, const unsigned long *nodemask,
+                   unsigned long max_node, unsigned flags) {
+  return syscall(SYS_mbind, address, length, mode, nodemask, max_node, flags);
+}
+
+long spindle_get_mempolicy_of(void *address, int *mode, unsigned long *nodemask,
+                              unsigned long max_node) {
+  // MPOL_F_ADDR (2): the policy governing `address`.
+  return syscall(SYS_get_mempolicy, mode, nodemask, max_node, address, 2UL);
+}
+
+long spindle_page_nodes(unsigned long count, void *const *pages, int *status) {
+  return syscall(SYS_move_pages, 0, count, pages, NULL, status, 0);
+}
+
+void *spindle_dlvsym(void *handle, const char *symbol, const char *version) {
+  return dlvsym(handle, symbol, version);
+}

@@ -25,6 +25,10 @@ extension JobSystem {
         public var spinBeforeSleeping: Duration
         /// Stack and guard sizes of the fibers jobs run on. Default: 256 KiB stacks, 64 KiB guards.
         public var stack: FiberStackConfiguration
+        /// The NUMA topology that placement and stealing follow. Default (`nil`):
+        /// `NumaTopology.system()` (libnuma, or one node when it is missing). A custom topology
+        /// must place every worker's CPU in a node. docs/numa.md.
+        public var topology: NumaTopology?
 
         public init(
             workers: Int? = nil,
@@ -32,7 +36,8 @@ extension JobSystem {
             pinning: Pinning = .compact,
             threadNamePrefix: String = "spindle-w",
             spinBeforeSleeping: Duration = .microseconds(50),
-            stack: FiberStackConfiguration = .default
+            stack: FiberStackConfiguration = .default,
+            topology: NumaTopology? = nil
         ) {
             self.workers = workers
             self.cpus = cpus
@@ -40,6 +45,7 @@ extension JobSystem {
             self.threadNamePrefix = threadNamePrefix
             self.spinBeforeSleeping = spinBeforeSleeping
             self.stack = stack
+            self.topology = topology
         }
 
         /// The most workers a system may have.
@@ -72,6 +78,8 @@ extension JobSystem {
         case threadNameTooLong(prefix: String, longestName: String)
         /// `spinBeforeSleeping` was negative.
         case negativeSpin(Duration)
+        /// A worker's CPU is in no node of the configured `topology`.
+        case cpuNotInTopology(cpu: Int, topology: NumaTopology)
 
         public var description: String {
             switch self {
@@ -87,6 +95,8 @@ extension JobSystem {
                 return "JobSystem.Configuration.threadNamePrefix \"\(prefix)\" makes thread names such as \"\(longestName)\" longer than Linux's 15 bytes: use a shorter prefix"
             case .negativeSpin(let duration):
                 return "JobSystem.Configuration.spinBeforeSleeping is \(duration): use zero or a positive duration"
+            case .cpuNotInTopology(let cpu, let topology):
+                return "JobSystem.Configuration.topology has no node with CPU \(cpu), which a worker uses: add it to a node (topology: \(topology)), or use nil for the system's topology"
             }
         }
     }
@@ -95,6 +105,8 @@ extension JobSystem {
 /// Where each worker runs and what it is called, derived from a configuration.
 struct WorkerPlan: Hashable {
     var cpus: [Int?]
+    /// The CPU each worker is meant for, pinned or not (its NUMA node is that CPU's node).
+    var homes: [Int]
     var names: [String]
 
     /// Validates `configuration` against `allowed` and places the workers.
@@ -122,6 +134,8 @@ struct WorkerPlan: Hashable {
         switch configuration.pinning {
         case .none:
             self.cpus = Array(repeating: nil, count: count)
+            let all = Array(cpus)
+            homes = (0..<count).map { all[$0 % all.count] }
             return
         case .compact:
             ordered = Array(cpus)
@@ -134,7 +148,8 @@ struct WorkerPlan: Hashable {
             }
             ordered = ranked.sorted { ($0.rank, $0.cpu) < ($1.rank, $1.cpu) }.map(\.cpu)
         }
-        self.cpus = (0..<count).map { ordered[$0 % ordered.count] }
+        homes = (0..<count).map { ordered[$0 % ordered.count] }
+        self.cpus = homes
     }
 
     /// The SMT siblings of `cpu` (itself included) from sysfs; just `cpu` when unknown.

@@ -43,6 +43,11 @@ extension JobSystem {
         public var recordBytes: Int
         /// Fiber stacks mapped now (pooled or in use).
         public var fiberStacks: Int
+        /// Why NUMA placement is off (libnuma missing or unusable), or nil when the topology came
+        /// from libnuma or the configuration. docs/numa.md.
+        public var numaFallback: String? = nil
+        /// Memory-placement requests (`mbind`) the kernel refused; the memory works, unplaced.
+        public var numaBindFailures: Int = 0
 
         /// The sum over all workers.
         public var total: Counters { workers.reduce(Counters(), +) }
@@ -65,8 +70,12 @@ extension JobSystem {
             counters.frameBytes = worker.metric(.frameBytes)
             return counters
         }
-        return Metrics(workers: workers, recordBytes: scheduler.chunks.bytes.load(ordering: .relaxed),
-                       fiberStacks: scheduler.fiberPool.allocatedCount)
+        var metrics = Metrics(workers: workers, recordBytes: scheduler.chunkPools.reduce(0) { $0 + $1.bytes.load(ordering: .relaxed) },
+                              fiberStacks: scheduler.fiberPools.reduce(0) { $0 + $1.allocatedCount })
+        if case .fallback(let reason) = scheduler.topology.source { metrics.numaFallback = reason }
+        metrics.numaBindFailures = scheduler.bindFailures.load(ordering: .relaxed)
+            + scheduler.chunkPools.reduce(0) { $0 + $1.bindFailures.load(ordering: .relaxed) }
+        return metrics
     }
 }
 

@@ -36,11 +36,17 @@ public final class JobSystem: @unchecked Sendable {
     /// - Throws: `JobSystem.ConfigurationError` when the configuration cannot work (the message
     ///   says what to change); `SystemError` or `ThreadNameError` when the kernel refuses a
     ///   thread, a pin or a name.
-    public init(configuration: Configuration = Configuration()) throws {
+    public convenience init(configuration: Configuration = Configuration()) throws {
+        try self.init(configuration: configuration, placement: .kernel)
+    }
+
+    /// `init(configuration:)` with the memory-placement mechanism injectable (tests run the
+    /// NUMA policies of a fake topology with a recorder instead of the kernel).
+    init(configuration: Configuration, placement: MemoryPlacement) throws {
         let allowed = try CPUSet.allowed()
         let plan = try WorkerPlan(configuration, allowed: allowed)
         self.configuration = configuration
-        scheduler = try Scheduler(configuration: configuration, plan: plan)
+        scheduler = try Scheduler(configuration: configuration, plan: plan, placement: placement)
         try scheduler.start(plan: plan)
     }
 
@@ -53,6 +59,18 @@ public final class JobSystem: @unchecked Sendable {
 
     /// The number of worker threads.
     public var workerCount: Int { scheduler.workerCount }
+
+    /// The NUMA topology the system follows (docs/numa.md): from libnuma, from the
+    /// configuration, or one node with the reason in `source`.
+    public var topology: NumaTopology { scheduler.topology }
+
+    /// The node (an index into `topology.nodes`) of worker `index`: the node of its CPU.
+    /// - Precondition: `0 <= index < workerCount`.
+    public func node(ofWorker index: Int) -> Int {
+        require(index >= 0 && index < workerCount,
+                "JobSystem.node(ofWorker: \(index)): workers are numbered 0..<\(workerCount)")
+        return scheduler.workerNodes[index]
+    }
 
     // MARK: Submitting
 

@@ -238,6 +238,20 @@ long spindle_futex_wait(uint32_t *_Nonnull address, uint32_t expected,
                         const struct timespec *_Nullable timeout);
 /// futex(FUTEX_WAKE_PRIVATE): wakes up to `count` waiters; returns how many were woken.
 long spindle_futex_wake(uint32_t *_Nonnull address, int count);
+/// mbind(2): sets the NUMA policy of [address, address + length) (page-aligned). `mode` is an
+/// MPOL_* value, `nodemask` a bit mask of `max_node` bits. 0 or -1 with errno.
+long spindle_mbind(void *_Nonnull address, unsigned long length, int mode,
+                   const unsigned long *_Nullable nodemask, unsigned long max_node, unsigned flags);
+/// get_mempolicy(2) for the page holding `address` (MPOL_F_ADDR): the policy mode into *mode and
+/// its node mask into `nodemask` (`max_node` bits). 0 or -1 with errno.
+long spindle_get_mempolicy_of(void *_Nonnull address, int *_Nonnull mode,
+                              unsigned long *_Nonnull nodemask, unsigned long max_node);
+/// move_pages(2) of the calling process with no target nodes: the node of each page into
+/// `status` (a negative errno for a page that is not present). 0 or -1 with errno.
+long spindle_page_nodes(unsigned long count, void *_Nonnull const *_Nonnull pages, int *_Nonnull status);
+/// dlvsym(3), which Swift's Glibc module hides: a symbol at a given version.
+void *_Nullable spindle_dlvsym(void *_Nonnull handle, const char *_Nonnull symbol,
+                               const char *_Nonnull version);
 /// A spin-wait hint to the CPU (x86 `pause`, aarch64 `yield`).
 static inline __attribute__((always_inline)) void spindle_cpu_relax(void) {
 #if defined(__x86_64__)

@@ -49,6 +49,12 @@ public final class FiberPool: @unchecked Sendable {
     /// - Complexity: O(1); maps a new stack (microseconds) only when the pool is empty.
     /// - Throws: `SystemError` when a new stack cannot be mapped.
     public func get() throws(SystemError) -> Fiber {
+        try get(preparingNew: { _ in })
+    }
+
+    /// `get()`, calling `prepareNew` on a fiber whose stack was just mapped (nothing has touched
+    /// its stack pages yet besides the control block): the place to set their NUMA policy.
+    public func get(preparingNew prepareNew: (Fiber) -> Void) throws(SystemError) -> Fiber {
         let reused: UnsafeMutablePointer<spindle_fiber_t>? = lock.withLock {
             guard let first = head else { return nil }
             head = first.pointee.pool_next
@@ -61,6 +67,7 @@ public final class FiberPool: @unchecked Sendable {
         }
         let fiber = try Fiber.allocate(configuration)
         allocated.wrappingAdd(1, ordering: .relaxed)
+        prepareNew(fiber)
         return fiber
     }
 

@@ -115,6 +115,55 @@ extension Scheduler {
         }
     }
 
+    /// `forEachChunk` over blocks bound to nodes: each block's root job goes to its node's
+    /// queue (docs/numa.md, "Node queues"), and the caller waits for all of them. With one node,
+    /// an ordinary loop over the blocks' span.
+    func forEachBlock(_ blocks: [NumaBlock], _ partitioner: Partitioner, _ body: @Sendable (Range<Int>) -> Void) {
+        let nonEmpty = blocks.filter { !$0.range.isEmpty }
+        guard multiNode, nonEmpty.count > 1 || (nonEmpty.first.map { $0.node != 0 } ?? false) else {
+            let lower = nonEmpty.first?.range.lowerBound ?? 0
+            let upper = nonEmpty.last?.range.upperBound ?? 0
+            if lower < upper { forEachChunk(lower..<upper, partitioner, body) }
+            return
+        }
+        let current = Scheduler.anyCurrentWorker()
+        if let current {
+            require(current.pointee.scheduler === self,
+                    "parallel loop of one JobSystem called from a job of another: it would block that system's worker thread; run the loop on the system the job belongs to")
+        }
+        let splitter = LoopSplitter(partitioner, workers: workerCount)
+        withBlockEntry({ argument in
+            let block = argument.load(as: BlockArgument.self)
+            self.split(block.lower..<block.upper, splitter, block.state, migrated: false, leaf: body, combine: { _, _ in })
+        }) { address in
+            let counter = JobCounter()
+            counter.increment(by: nonEmpty.count)
+            for block in nonEmpty {
+                let lower = block.range.lowerBound, upper = block.range.upperBound
+                submit(toNode: block.node, priority: Priority.normal.rawValue) { record in
+                    Execution.initializeRun(record, body: { context in
+                        var argument = BlockArgument(state: context.state, lower: lower, upper: upper)
+                        withUnsafeMutableBytes(of: &argument) { spindle_closure_invoke(address.words, $0.baseAddress!) }
+                    }, counter: counter, priority: .normal, affinity: .migratable)
+                }
+            }
+            if let current {
+                JobContext(state: current.local.pointee.running!).wait(for: counter)
+            } else {
+                waitOutside(for: counter)
+            }
+        }
+    }
+
+    /// Records `entry`'s two words on this stack and runs `body` with their address; `entry`
+    /// stays alive until `body` returns (which must outlive every call of the words).
+    private func withBlockEntry(_ entry: (UnsafeMutableRawPointer) -> Void, _ body: (EntryAddress) -> Void) {
+        withUnsafeTemporaryAllocation(byteCount: 2 * MemoryLayout<Int>.size, alignment: 16) { words in
+            _spindleClosureWords(words.baseAddress!, entry)
+            body(EntryAddress(words: UnsafePointer(words.baseAddress!.assumingMemoryBound(to: UnsafeMutableRawPointer.self))))
+        }
+    }
+
     /// One node of the split tree, on the fiber `state`.
     func split<T: Sendable>(
         _ range: Range<Int>, _ splitter: LoopSplitter, _ state: UnsafeMutablePointer<FiberState>, migrated: Bool,
@@ -190,6 +239,13 @@ extension Scheduler {
         let left = sequential(range.lowerBound..<middle, splitter, leaf: leaf, combine: combine)
         return combine(left, sequential(middle..<range.upperBound, splitter, leaf: leaf, combine: combine))
     }
+}
+
+/// What a block's root job passes to the loop entry: its fiber and its block.
+private struct BlockArgument {
+    let state: UnsafeMutablePointer<FiberState>
+    let lower: Int
+    let upper: Int
 }
 
 /// The address of an entry closure's recorded words, carried by the entry job.

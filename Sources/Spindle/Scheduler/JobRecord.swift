@@ -124,17 +124,27 @@ enum RecordChunk {
     }
 }
 
-/// Recycled record chunks, shared by the arenas of one job system. Taking or returning a chunk
-/// costs a pthread mutex once per ~1000 records.
+/// Recycled record chunks of one NUMA node, shared by the arenas of that node's workers (outside
+/// submitters use node 0's). Taking or returning a chunk costs a pthread mutex once per ~1000
+/// records. New chunks are mapped and bound to the node before first touch (docs/numa.md).
 final class ChunkPool: @unchecked Sendable {
     // SAFETY: `free` and `all` are only touched with `lock` held.
     private let lock = Lock()
     private var free: UnsafeMutableRawPointer?
     private var all: [UnsafeMutableRawPointer] = []
     let bytes = Atomic<Int>(0)
+    /// The kernel node new chunks are bound to, and how.
+    let node: Int
+    let placement: MemoryPlacement
+    let bindFailures = Atomic<Int>(0)
+
+    init(node: Int, placement: MemoryPlacement) {
+        self.node = node
+        self.placement = placement
+    }
 
     deinit {
-        for chunk in all { Glibc.free(chunk) }
+        for chunk in all { munmap(chunk, RecordChunk.chunkSize) }
     }
 
     func get() -> UnsafeMutableRawPointer {
@@ -146,11 +156,10 @@ final class ChunkPool: @unchecked Sendable {
             RecordChunk.pending(chunk).pointee.store(RecordChunk.bias, ordering: .relaxed)
             return chunk
         }
-        var memory: UnsafeMutableRawPointer?
-        let result = posix_memalign(&memory, RecordChunk.chunkSize, RecordChunk.chunkSize)
-        // An allocation failure here is out of memory for a few kilobytes: nothing sensible remains.
-        precondition(result == 0 && memory != nil, "Spindle: out of memory for job records (posix_memalign: \(result))")
-        let chunk = memory!
+        let chunk = Self.mapAligned(RecordChunk.chunkSize)
+        if !placement.bind(chunk, RecordChunk.chunkSize, .preferred(node: node)) {
+            bindFailures.wrappingAdd(1, ordering: .relaxed)
+        }
         RecordChunk.pending(chunk).initialize(to: Atomic(RecordChunk.bias))
         RecordChunk.poolNext(chunk).initialize(to: nil)
         (chunk + 16).storeBytes(of: Unmanaged.passUnretained(self), as: Unmanaged<ChunkPool>.self)
@@ -158,6 +167,25 @@ final class ChunkPool: @unchecked Sendable {
         bytes.wrappingAdd(RecordChunk.chunkSize, ordering: .relaxed)
         return chunk
     }
+
+    /// `size` bytes of fresh anonymous memory aligned to `size` (a power of two): map twice as
+    /// much and give back the ends.
+    static func mapAligned(_ size: Int) -> UnsafeMutableRawPointer {
+        let mapped = mmap(nil, 2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        // Out of address space for 128 KiB: nothing sensible remains.
+        require(mapped != MAP_FAILED && mapped != nil, "Spindle: out of memory for job records (mmap failed: errno \(errno))")
+        let start = UInt(bitPattern: mapped!)
+        let aligned = (start + UInt(size) - 1) & ~(UInt(size) - 1)
+        if aligned > start { munmap(mapped, Int(aligned - start)) }
+        let end = start + UInt(2 * size)
+        if end > aligned + UInt(size) {
+            munmap(UnsafeMutableRawPointer(bitPattern: aligned + UInt(size)), Int(end - aligned - UInt(size)))
+        }
+        return UnsafeMutableRawPointer(bitPattern: aligned)!
+    }
+
+    /// Every chunk this pool mapped (tests check their placement).
+    var mappedChunks: [UnsafeMutableRawPointer] { lock.withLock { all } }
 
     func put(_ chunk: UnsafeMutableRawPointer) {
         lock.withLock {

@@ -33,7 +33,7 @@ extension Scheduler {
             require(!shutdownRequested.load(ordering: .relaxed),
                          "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
             let submitter = self.submitter()
-            let record = submitter.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunks))
+            let record = submitter.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
             initialize(record)
             injection[Int(priority)].push(record)
         }
@@ -50,7 +50,7 @@ extension Scheduler {
     }
 
     /// The calling outside thread's submitter state, created on first use.
-    private func submitter() -> UnsafeMutablePointer<Submitter> {
+    func submitter() -> UnsafeMutablePointer<Submitter> {
         if let existing = pthread_getspecific(submitterKey) {
             return existing.assumingMemoryBound(to: Submitter.self)
         }

@@ -25,9 +25,22 @@ final class Scheduler: @unchecked Sendable {
     /// Every worker's deques (high, normal, low per worker): they own the deques the workers
     /// reference unmanaged.
     let deques: [WorkStealingDeque<UInt>]
-    let chunks = ChunkPool()
     let frames = FrameState()
-    let fiberPool: FiberPool
+    /// NUMA (docs/numa.md): the topology, each worker's node (an index into
+    /// `topology.nodes`), the workers of each node, and per node a record-chunk pool and a fiber
+    /// pool. With more than one node, also a queue per node for node-bound work and each
+    /// worker's steal order (victim groups, nearest first).
+    let topology: NumaTopology
+    let workerNodes: [Int]
+    let nodeWorkers: [[Int]]
+    let chunkPools: [ChunkPool]
+    let fiberPools: [FiberPool]
+    let nodeQueues: [InjectionQueue]
+    let stealGroups: [[[Int]]]
+    let placement: MemoryPlacement
+    /// `mbind` calls the kernel refused (placement is a hint; the memory still works).
+    let bindFailures = Atomic<Int>(0)
+    let multiNode: Bool
     let sleep: SleepState
     /// Set by `shutdown`: workers terminate once every job has finished.
     let shutdownRequested = Atomic<Bool>(false)
@@ -61,7 +74,7 @@ final class Scheduler: @unchecked Sendable {
         return key
     }()
 
-    init(configuration: JobSystem.Configuration, plan: WorkerPlan) throws {
+    init(configuration: JobSystem.Configuration, plan: WorkerPlan, placement: MemoryPlacement = .kernel) throws {
         // The executors call a record's body in place through its two words, right after the
         // header (closure.c); a layout change must fail loudly, not call garbage.
         require(MemoryLayout<RunRecord>.size == MemoryLayout<JobHeader>.stride + 2 * MemoryLayout<Int>.size,
@@ -69,7 +82,26 @@ final class Scheduler: @unchecked Sendable {
         self.configuration = configuration
         workerCount = plan.cpus.count
         workerCPUs = plan.cpus
-        fiberPool = try FiberPool(configuration: configuration.stack)
+        let topology = configuration.topology ?? .system()
+        var workerNodes: [Int] = []
+        for cpu in plan.homes {
+            guard let node = topology.nodeIndex(ofCPU: cpu) else {
+                throw JobSystem.ConfigurationError.cpuNotInTopology(cpu: cpu, topology: topology)
+            }
+            workerNodes.append(node)
+        }
+        self.topology = topology
+        self.workerNodes = workerNodes
+        multiNode = topology.nodes.count > 1
+        self.placement = placement
+        let nodeCount = topology.nodes.count
+        nodeWorkers = (0..<nodeCount).map { node in workerNodes.indices.filter { workerNodes[$0] == node } }
+        chunkPools = (0..<nodeCount).map { ChunkPool(node: topology.nodes[$0].id, placement: placement) }
+        fiberPools = try (0..<nodeCount).map { _ in try FiberPool(configuration: configuration.stack) }
+        nodeQueues = nodeCount > 1 ? (0..<nodeCount).map { _ in InjectionQueue() } : []
+        stealGroups = nodeCount > 1
+            ? workerNodes.indices.map { NumaPolicy.victimGroups(of: $0, workerNodes: workerNodes, distances: topology.distances) }
+            : []
         injection = Priority.allCases.map { _ in InjectionQueue() }
         sleep = SleepState(workers: workerCount)
         spinNanoseconds = UInt64(configuration.spinBeforeSleeping.components.seconds) * 1_000_000_000
@@ -252,7 +284,15 @@ final class Scheduler: @unchecked Sendable {
     private func makeFiber(for worker: UnsafeMutablePointer<WorkerState>) -> UnsafeMutablePointer<FiberState> {
         let fiber: Fiber
         do {
-            fiber = try fiberPool.get()
+            let node = workerNodes[worker.pointee.index]
+            fiber = try fiberPools[node].get { fresh in
+                // Bind the untouched stack to the worker's node before its first use.
+                let control = fresh.control.pointee
+                if let bottom = control.stack_bottom,
+                   !placement.bind(bottom, Int(control.stack_size), .preferred(node: topology.nodes[node].id)) {
+                    bindFailures.wrappingAdd(1, ordering: .relaxed)
+                }
+            }
         } catch {
             misuse("Spindle: cannot map a fiber stack (\(error)); too many fibers are waiting at once, or the stack size is too large for the address space")
         }
@@ -260,7 +300,7 @@ final class Scheduler: @unchecked Sendable {
         state.initialize(to: FiberState(
             waitNode: WaitNode(next: nil, kind: WaitNode.fiberKind, target: nil),
             fiber: fiber, worker: worker, currentCounter: nil, priority: Priority.normal.rawValue,
-            pinned: false, exitRequested: false, link: nil))
+            pinned: false, exitRequested: false, link: nil, pool: workerNodes[worker.pointee.index]))
         state.pointee.waitNode.target = UnsafeMutableRawPointer(state)
         fiber.prepare(entry: Scheduler.fiberEntry, context: UnsafeMutableRawPointer(state))
         worker.count(.fibersCreated)
@@ -269,7 +309,7 @@ final class Scheduler: @unchecked Sendable {
 
     /// Returns a finished fiber's stack to the pool and frees its state.
     private func recycle(_ state: UnsafeMutablePointer<FiberState>) {
-        fiberPool.put(state.pointee.fiber)
+        fiberPools[state.pointee.pool].put(state.pointee.fiber)
         state.deinitialize(count: 1)
         state.deallocate()
     }
@@ -434,6 +474,7 @@ final class Scheduler: @unchecked Sendable {
         }
         if let token = worker.pop(0) { return token }
         if let token = takeInjected(worker, priority: 0) { return token }
+        if multiNode, let token = takeNodeWork(worker) { return token }
         if let token = worker.pop(1) { return token }
         if let token = takeInjected(worker, priority: 1) { return token }
         if let token = worker.pop(2) { return token }
@@ -477,8 +518,45 @@ final class Scheduler: @unchecked Sendable {
         return first
     }
 
+    /// One job from the queue of `worker`'s node (node-bound work: only that node's workers
+    /// take it, one at a time, so it starts on the node). docs/numa.md, "Node queues".
+    private func takeNodeWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
+        let queue = nodeQueues[workerNodes[worker.pointee.index]]
+        guard queue.mayHaveWork else { return nil }
+        var taken: UInt?
+        _ = queue.take(limit: 1) { record in taken = Token.record(record) }
+        return taken
+    }
+
+    /// Submits a job that only workers of node `node` (an index into `topology.nodes`) start,
+    /// and wakes one of them if they all sleep. With one node: an ordinary submission.
+    func submit(toNode node: Int, priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
+                _ initialize: (UnsafeMutableRawPointer) -> Void) {
+        // One node, or a node without workers (fewer workers than nodes): anyone may take it.
+        guard multiNode, !nodeWorkers[node].isEmpty else { return submit(priority: priority, size: size, initialize) }
+        let record: UnsafeMutableRawPointer
+        if let worker = currentWorker() {
+            record = worker.allocateRecord(size: size)
+        } else {
+            require(!shutdownRequested.load(ordering: .relaxed),
+                    "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
+            record = submitter().pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
+        }
+        initialize(record)
+        nodeQueues[node].push(record)
+        // The push before the read of the sleeping mask (docs/sleep.md, "Posting work").
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        sleep.wakeOne(among: nodeWorkers[node], self)
+    }
+
+    /// Whether some node queue holds work (termination).
+    func anyNodeQueuedWork() -> Bool {
+        nodeQueues.contains { $0.mayHaveWork }
+    }
+
     private func steal(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         guard workerCount > 1 else { return nil }
+        if multiNode { return stealByNode(worker) }
         let start = Int(worker.nextRandom() % UInt64(workerCount))
         for priority in 0..<UInt8(3) {
             var retry = true
@@ -511,6 +589,48 @@ final class Scheduler: @unchecked Sendable {
         return nil
     }
 
+    /// `steal` on a machine with several nodes: for each priority, the victims of this node
+    /// first, then the other nodes' nearest first (docs/numa.md, "Stealing").
+    private func stealByNode(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
+        let groups = stealGroups[worker.pointee.index]
+        for priority in 0..<UInt8(3) {
+            for group in groups {
+                let start = Int(worker.nextRandom() % UInt64(group.count))
+                var retry = true
+                while retry {
+                    retry = false
+                    for offset in 0..<group.count {
+                        var position = start + offset
+                        if position >= group.count { position -= group.count }
+                        switch tryToSteal(from: group[position], priority: priority, into: worker) {
+                        case .success(let token): return token
+                        case .retry: retry = true
+                        case .empty: break
+                        }
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    /// One steal attempt on `victim`'s deque of `priority`, with the patience rule for a lone job.
+    private func tryToSteal(from victim: Int, priority: UInt8, into worker: UnsafeMutablePointer<WorkerState>) -> WorkStealingDeque<UInt>.Steal {
+        let available = workers[victim].approximateCount(priority)
+        guard available > 0 else { return .empty }
+        if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
+                                                     deque: workers[victim].storage(priority)) {
+            return .empty
+        }
+        worker.count(.stealAttempts)
+        let result = workers[victim].steal(priority)
+        if case .success = result {
+            worker.count(.steals)
+            stealMore(from: workers[victim], priority: priority, into: worker)
+        }
+        return result
+    }
+
     /// After a successful steal from a deque that still holds several jobs, takes up to half of
     /// them (at most 16) in the same burst and queues them on the thief's own deque: the victim's
     /// `top` line then changes hands once per burst rather than once per job, and the thief has
@@ -538,6 +658,7 @@ final class Scheduler: @unchecked Sendable {
         if worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.local.pointee.pinnedReady != nil {
             return true
         }
+        if multiNode && nodeQueues[workerNodes[worker.pointee.index]].mayHaveWork { return true }
         return anyQueuedWork()
     }
 

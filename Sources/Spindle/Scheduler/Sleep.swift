@@ -84,6 +84,22 @@ final class SleepState: @unchecked Sendable {
         return false
     }
 
+    /// Wakes one sleeping worker among `candidates` (the workers of a node), if any
+    /// (docs/numa.md, "Node queues"). Returns whether it woke one.
+    @discardableResult
+    func wakeOne(among candidates: [Int], _ scheduler: Scheduler) -> Bool {
+        for index in candidates {
+            let bit = UInt64(1) << UInt64(index % 64)
+            let word = mask(index / 64)
+            guard word.pointee.load(ordering: .sequentiallyConsistent) & bit != 0 else { continue }
+            if word.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
+                wakeClaimed(worker: index, scheduler)
+                return true
+            }
+        }
+        return false
+    }
+
     /// Wakes `index` if it is asleep (a fiber of its became ready; "Resuming a fiber").
     func wake(worker index: Int, _ scheduler: Scheduler) {
         let bit = UInt64(1) << UInt64(index % 64)
@@ -189,7 +205,7 @@ final class SleepState: @unchecked Sendable {
     private func terminationCheck(_ scheduler: Scheduler) -> Bool {
         guard scheduler.shutdownRequested.load(ordering: .sequentiallyConsistent) else { return false }
         guard Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return false }
-        guard scheduler.parkedFibers() == 0, !scheduler.anyQueuedWork() else { return false }
+        guard scheduler.parkedFibers() == 0, !scheduler.anyQueuedWork(), !scheduler.anyNodeQueuedWork() else { return false }
         return Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
     }
 }

@@ -20,6 +20,8 @@ struct FiberState {
     @usableFromInline var exitRequested: Bool
     /// Link in a spare list, an inbox or a pinned-ready list.
     @usableFromInline var link: UnsafeMutablePointer<FiberState>?
+    /// The fiber pool (NUMA node index) the stack came from and returns to.
+    var pool: Int
 }
 
 /// What the context switched to must do for the context that switched away, once the switch
@@ -118,7 +120,7 @@ struct WorkerState: ~Copyable {
         low = Unmanaged.passUnretained(deques[2])
         storage = (deques[0].storage, deques[1].storage, deques[2].storage)
         activity = scheduler.sleep.activity
-        chunks = Unmanaged.passUnretained(scheduler.chunks)
+        chunks = Unmanaged.passUnretained(scheduler.chunkPools[scheduler.workerNodes[index]])
         workerCount = scheduler.workerCount
         local = .allocate(capacity: 1)
         local.initialize(to: WorkerLocal(random: seed | 1))
