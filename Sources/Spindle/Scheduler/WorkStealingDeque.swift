@@ -152,7 +152,12 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
     static func pop(storage: UnsafeMutableRawPointer) -> Element? {
         let bottomPointer = bottom(storage)
         let topPointer = top(storage)
-        let bottom = bottomPointer.pointee.load(ordering: .relaxed) &- 1
+        let current = bottomPointer.pointee.load(ordering: .relaxed)
+        // Empty for sure, without the fence: only the owner raises `bottom`, and `top` only
+        // grows, so a stale (smaller) `top` that already reaches `bottom` proves emptiness.
+        // docs/deque.md, "Pop".
+        if current <= topPointer.pointee.load(ordering: .relaxed) { return nil }
+        let bottom = current &- 1
         let ring = Ring(raw: ring(storage).pointee.load(ordering: .relaxed))
         // Relaxed store followed by a seq_cst fence: the reservation of slot `bottom` must be
         // visible before we read `top`, or a thief and the owner could both take the last
