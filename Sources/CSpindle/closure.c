@@ -8,6 +8,8 @@
 
 #include "CSpindle.h"
 
+#include <stdbool.h>
+
 __attribute__((swiftcall)) void spindle_closure_words(void **out, const void *function,
                                                       void *context);
 
@@ -23,4 +25,12 @@ typedef void (*spindle_swift_closure_t)(void *argument,
 
 void spindle_closure_invoke(void *const *words, void *argument) {
   ((spindle_swift_closure_t)words[0])(argument, words[1]);
+}
+
+// The Swift runtime's uniqueness check (libswiftCore; C calling convention).
+extern bool swift_isUniquelyReferenced_nonNull_native(const void *object);
+
+bool spindle_closure_context_is_unique(void *const *words) {
+  const void *context = words[1];
+  return context == NULL || swift_isUniquelyReferenced_nonNull_native(context);
 }

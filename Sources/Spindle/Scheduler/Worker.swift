@@ -206,13 +206,21 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         if deferred != nil && deferred?.toOpaque() != counter?.toOpaque() { flushDecrements() }
     }
 
-    /// Keeps a finished job's closure to release it with the next ones (up to 32; all of them
-    /// before this worker idles). A closure submitted many times is retained by the submitting
-    /// thread once per job and released here: releasing in a burst moves its reference-count
-    /// cache line between the two threads once per batch instead of once per job. Captured
-    /// values are therefore released a little later than the job ends (docs/scheduler.md).
+    /// Releases a finished job's closure: at once if the record held the only reference to its
+    /// context, otherwise with the next ones (up to 32; all of them before this worker idles).
+    /// A closure submitted many times is retained by the submitting thread once per job and
+    /// released here: releasing in a burst moves its reference-count cache line between the two
+    /// threads once per batch instead of once per job. Values captured by a shared closure are
+    /// therefore released a little later than the job ends (docs/scheduler.md).
     @inline(__always)
     func retireBody(movingFrom body: UnsafeMutablePointer<RunBody>) {
+        // A context only this record holds (a closure formed per job, as in W6) is freed at
+        // once: nobody else touches its count, and the allocator reuses the block while it is
+        // hot (a batch of frees overflows glibc's per-thread cache of 7 blocks per size).
+        if spindle_closure_context_is_unique(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self)) {
+            body.deinitialize(count: 1)
+            return
+        }
         let local = self.local
         let count = local.pointee.finishedCount
         // A bitwise move: the record's reference becomes the buffer's.
