@@ -46,6 +46,13 @@ let package = Package(
             ],
             path: "Benchmarks/SpindleBench"
         ),
+        // Checks with the kernel where memory and work landed (one node here; two in the guest
+        // of Tests/NumaGuest/run.sh). docs/numa.md, "Verification".
+        .executableTarget(
+            name: "SpindleNumaCheck",
+            dependencies: ["Spindle"],
+            path: "Tests/NumaGuest/Check"
+        ),
         // Small C helpers that tests need to touch stack memory at a precise depth.
         .target(
             name: "CSpindleTestSupport",

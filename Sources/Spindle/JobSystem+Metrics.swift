@@ -80,6 +80,13 @@ extension JobSystem {
 }
 
 extension JobSystem {
+    /// The job-record chunks mapped so far, per node (index into `topology.nodes`), for checks of
+    /// where their pages are.
+    @_spi(Internals)
+    public var recordChunkAddresses: [[UnsafeRawPointer]] {
+        scheduler.chunkPools.map { $0.mappedChunks.map { UnsafeRawPointer($0) } }
+    }
+
     /// Workers asleep on their futex right now (for benchmarks that start from a quiet system).
     @_spi(Internals)
     public var sleepingWorkers: Int { scheduler.sleep.sleepingCount }
