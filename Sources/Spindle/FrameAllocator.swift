@@ -11,6 +11,9 @@ import Musl
 struct FrameArena {
     /// Every chunk this arena owns, in the order they are filled.
     var chunks: [(memory: UnsafeMutableRawPointer, size: Int)] = []
+    /// Binds a new chunk to its worker's NUMA node before first touch (docs/numa.md); nil for
+    /// the arena of the thread that opened the frame.
+    var bindChunk: ((UnsafeMutableRawPointer, Int) -> Void)?
     /// The chunk being filled and the offset of its first free byte.
     var current = 0
     var cursor = 0
@@ -30,7 +33,9 @@ struct FrameArena {
             cursor = 0
         }
         while current < chunks.count {
-            let start = (cursor + alignment - 1) & ~(alignment - 1)
+            // Aligned as an address (a chunk starts on a page, which a larger alignment exceeds).
+            let base = UInt(bitPattern: chunks[current].memory)
+            let start = Int((base + UInt(cursor)).roundedUp(to: UInt(alignment)) - base)
             if start + byteCount <= chunks[current].size {
                 cursor = start + byteCount
                 return (chunks[current].memory + start, 0)
@@ -38,16 +43,20 @@ struct FrameArena {
             current += 1
             cursor = 0
         }
-        let size = Swift.max(Self.chunkSize, (byteCount + alignment + 4095) & ~4095)
-        var memory: UnsafeMutableRawPointer?
-        let result = posix_memalign(&memory, Swift.max(64, alignment), size)
-        require(result == 0 && memory != nil,
-                     "Spindle frame allocator: out of memory reserving \(size) bytes (posix_memalign: \(result))")
-        chunks.append((memory!, size))
+        // Fresh pages from mmap (page-aligned, untouched, so a NUMA binding takes effect); a
+        // larger alignment is met by mapping that much more and starting at the aligned address.
+        let page = NumaMemory.pageSize
+        let extra = alignment > page ? alignment : 0
+        let size = Swift.max(Self.chunkSize, (byteCount + extra + page - 1) / page * page)
+        let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        require(mapped != MAP_FAILED && mapped != nil,
+                "Spindle frame allocator: out of memory reserving \(size) bytes (mmap failed: errno \(errno))")
+        bindChunk?(mapped!, size)
+        chunks.append((mapped!, size))
         current = chunks.count - 1
-        let start = 0
+        let start = extra == 0 ? 0 : Int(UInt(bitPattern: mapped!).roundedUp(to: UInt(alignment)) - UInt(bitPattern: mapped!))
         cursor = start + byteCount
-        return (memory!, size)
+        return (mapped! + start, size)
     }
 
     /// Fills the memory used in frame `number` with a recognizable pattern (debug builds), so a
@@ -61,8 +70,12 @@ struct FrameArena {
     }
 
     func releaseAll() {
-        for chunk in chunks { free(chunk.memory) }
+        for chunk in chunks { munmap(chunk.memory, chunk.size) }
     }
+}
+
+extension UInt {
+    func roundedUp(to alignment: UInt) -> UInt { (self + alignment - 1) & ~(alignment - 1) }
 }
 
 extension JobSystem {

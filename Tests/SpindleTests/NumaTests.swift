@@ -163,6 +163,18 @@ struct NumaTests {
                 }
             }
             #expect(checked.current == 64, "stack pages not on their worker's node")
+            jobs.frame {
+                jobs.wait(for: jobs.run(count: 16) { _, ctx in
+                    let scratch = ctx.frameAllocate(Int64.self, count: 4096)
+                    scratch.initialize(repeating: 7)
+                    let (mode, nodes) = try! NumaMemory.policy(of: scratch.baseAddress!)
+                    if mode == NumaMemory.preferredMode && nodes == [firstNode]
+                        && (try! NumaMemory.nodes(ofPagesAt: [UnsafeRawPointer(scratch.baseAddress!)])) == [firstNode] {
+                        checked.add()
+                    }
+                })
+            }
+            #expect(checked.current == 64 + 16, "frame memory not on its worker's node")
             for chunk in jobs.scheduler.chunkPools[0].mappedChunks {
                 let (mode, nodes) = try! NumaMemory.policy(of: chunk)
                 #expect(mode == NumaMemory.preferredMode && nodes == [firstNode])
@@ -196,6 +208,18 @@ struct NumaTests {
                 }
             })
             #expect(checked.current == 200 && wrong.current == 0)
+            // Frame memory: each worker's frame chunks are bound to its node.
+            let frameWrong = Tally()
+            let frameChecked = Tally()
+            jobs.frame {
+                jobs.wait(for: jobs.run(count: 100) { _, ctx in
+                    let scratch = ctx.frameAllocate(Int64.self, count: 512)
+                    let node = jobs.node(ofWorker: ctx.workerIndex)
+                    if recorder.policy(at: scratch.baseAddress!) != .preferred(node: topology.nodes[node].id) { frameWrong.add() }
+                    frameChecked.add()
+                })
+            }
+            #expect(frameChecked.current == 100 && frameWrong.current == 0)
             // Buffer blocks: bound to their nodes; each block's first chunk runs on its node.
             let buffer = try! NumaBuffer<Int32>(repeating: 0, count: 300_000, placement: .blocked, on: jobs)
             #expect(buffer.blocks.map(\.node) == [0, 1])

@@ -124,6 +124,12 @@ struct WorkerState: ~Copyable {
         workerCount = scheduler.workerCount
         local = .allocate(capacity: 1)
         local.initialize(to: WorkerLocal(random: seed | 1))
+        let node = scheduler.topology.nodes[scheduler.workerNodes[index]].id
+        local.pointee.frame.bindChunk = { [unowned scheduler] memory, size in
+            if !scheduler.placement.bind(memory, size, .preferred(node: node)) {
+                scheduler.bindFailures.wrappingAdd(1, ordering: .relaxed)
+            }
+        }
         let slots = MetricSlot.allCases.count
         metrics = UnsafeMutableRawPointer.allocate(byteCount: slots * 8, alignment: 128)
             .bindMemory(to: Atomic<UInt64>.self, capacity: slots)

@@ -73,7 +73,23 @@ for (node, addresses) in jobs.recordChunkAddresses.enumerated() {
     check(wrong == 0, "record chunks of node \(nodeIDs[node]): \(addresses.count) chunks, \(wrong) elsewhere")
 }
 
-// 3. Buffers: where every page of each placement went.
+// 3. Frame memory: a job's frame scratch lies on its worker's node.
+do {
+    let frameNodes = Slots(8 * jobs.workerCount)
+    let frameWorkers = Slots(frameNodes.values.count)
+    jobs.frame {
+        jobs.wait(for: jobs.run(count: frameNodes.values.count) { index, ctx in
+            let scratch = ctx.frameAllocate(Int64.self, count: 8192)
+            scratch.initialize(repeating: Int64(index))
+            frameNodes.values[index] = ((try? NumaMemory.nodes(ofPagesAt: [UnsafeRawPointer(scratch.baseAddress!)]))?.first ?? nil) ?? -1
+            frameWorkers.values[index] = nodeIDs[jobs.node(ofWorker: ctx.workerIndex)]
+        })
+    }
+    let wrong = frameNodes.values.indices.filter { frameNodes.values[$0] != frameWorkers.values[$0] }.count
+    check(wrong == 0, "frame memory on its worker's node (\(frameNodes.values.count) jobs, nodes seen \(Set(frameNodes.values).sorted()), \(wrong) elsewhere)")
+}
+
+// 4. Buffers: where every page of each placement went.
 func pageNodes(_ buffer: NumaBuffer<Float>) -> [Int?] {
     buffer.withUnsafeMutableBufferPointer { elements in
         let pages = stride(from: 0, to: elements.count, by: 1024).map { UnsafeRawPointer(elements.baseAddress! + $0) }
@@ -103,7 +119,7 @@ do {
     }
     check(wrong == 0, ".blocked: \(buffer.blocks.count) blocks \(buffer.blocks.map { "node \(nodeIDs[$0.node]): \($0.range)" }), \(wrong) pages elsewhere")
 
-    // 4. Loops over the blocked buffer start each block on a worker of its node.
+    // 5. Loops over the blocked buffer start each block on a worker of its node.
     let starts = Slots(buffer.blocks.count)
     for _ in 0..<10 {
         buffer.withParallelMutableSlices(on: jobs) { slice, range in
