@@ -27,7 +27,7 @@ final class InjectionQueue: @unchecked Sendable {
         let stub = UInt(bitPattern: storage + Self.stubOffset)
         (storage + Self.tailOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(stub))
         (storage + Self.lockOffset).bindMemory(to: Atomic<Bool>.self, capacity: 1).initialize(to: Atomic(false))
-        (storage + Self.headOffset).bindMemory(to: UInt.self, capacity: 1).initialize(to: stub)
+        (storage + Self.headOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(stub))
         Self.link(storage + Self.stubOffset).initialize(to: Atomic(0))
     }
 
@@ -39,8 +39,9 @@ final class InjectionQueue: @unchecked Sendable {
     private var consumerLock: UnsafeMutablePointer<Atomic<Bool>> {
         (storage + Self.lockOffset).assumingMemoryBound(to: Atomic<Bool>.self)
     }
-    private var head: UnsafeMutablePointer<UInt> {
-        (storage + Self.headOffset).assumingMemoryBound(to: UInt.self)
+    /// Written only by the consumer holding the lock (relaxed); read by `mayHaveWork`.
+    private var head: UnsafeMutablePointer<Atomic<UInt>> {
+        (storage + Self.headOffset).assumingMemoryBound(to: Atomic<UInt>.self)
     }
     private var stub: UInt { UInt(bitPattern: storage + Self.stubOffset) }
 
@@ -58,21 +59,43 @@ final class InjectionQueue: @unchecked Sendable {
     }
 
     private func pushWord(_ record: UInt) {
+        linkPush(swapTail(record), record)
+    }
+
+    /// A push's first half: the record becomes the tail; returns its predecessor.
+    func swapTail(_ record: UInt) -> UInt {
         // Relaxed: published by the releasing store into the predecessor's link.
         Self.link(record).pointee.store(0, ordering: .relaxed)
         // Acquiring and releasing: orders this push after earlier ones on `tail` and lets the
         // consumer that follows the links see the record's contents.
-        let previous = tail.pointee.exchange(record, ordering: .acquiringAndReleasing)
+        return tail.pointee.exchange(record, ordering: .acquiringAndReleasing)
+    }
+
+    /// A push's second half: links the predecessor to the record.
+    func linkPush(_ previous: UInt, _ record: UInt) {
         // Releasing: pairs with the consumer's acquiring loads of links.
         Self.link(previous).pointee.store(record, ordering: .releasing)
     }
 
+    #if DEBUG
+    /// Tests only: runs in `take` between the consumer's check that its record is the tail and
+    /// its re-append of the stub, to place a producer's half-done push there.
+    nonisolated(unsafe) var afterTailCheck: (() -> Void)?
+    #endif
+
     /// Whether a record may be waiting (no false negatives once a push has returned).
+    ///
+    /// Empty means `tail` and `head` both at the stub. `tail` alone is not enough: when the
+    /// consumer re-appends the stub behind its last record while a producer is appending (the
+    /// producer swapped `tail` but has not linked yet), `tail` ends at the stub with the
+    /// producer's record and the consumer's last one still queued before it; `head` then still
+    /// names that last record.
     @inline(__always)
     var mayHaveWork: Bool {
         // Sequentially consistent: the sleep protocol's re-check (docs/sleep.md, step 4 of
         // "Falling asleep") must not read a value older than its own announcement.
         tail.pointee.load(ordering: .sequentiallyConsistent) != stub
+            || head.pointee.load(ordering: .sequentiallyConsistent) != stub
     }
 
     /// Takes up to `limit` records in FIFO order, handing each to `deliver`; returns how many.
@@ -91,27 +114,37 @@ final class InjectionQueue: @unchecked Sendable {
     }
 
     private func popLocked() -> UInt? {
-        var first = head.pointee
+        var first = head.pointee.load(ordering: .relaxed)
         var next = Self.link(first).pointee.load(ordering: .acquiring)
         if first == stub {
             guard next != 0 else { return nil }
-            head.pointee = next
+            setHead(next)
             first = next
             next = Self.link(next).pointee.load(ordering: .acquiring)
         }
         if next != 0 {
-            head.pointee = next
+            setHead(next)
             return first
         }
         // `first` is the last linked record. If a producer already swapped `tail` past it, its
         // link is about to appear: come back later.
         guard tail.pointee.load(ordering: .acquiring) == first else { return nil }
+        #if DEBUG
+        afterTailCheck?()
+        #endif
         pushWord(stub)
         next = Self.link(first).pointee.load(ordering: .acquiring)
         if next != 0 {
-            head.pointee = next
+            setHead(next)
             return first
         }
         return nil
+    }
+
+    private func setHead(_ value: UInt) {
+        // Releasing is enough: the consumer that leaves `head` on a record with `tail` at the
+        // stub reads its own store in its sleep re-check, so it does not sleep while that record
+        // waits; other workers may read an older head, which only delays them.
+        head.pointee.store(value, ordering: .releasing)
     }
 }

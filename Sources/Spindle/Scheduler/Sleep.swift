@@ -59,22 +59,29 @@ final class SleepState: @unchecked Sendable {
 
     /// Wakes one sleeping worker, if any. Returns whether it woke one.
     ///
-    /// Never wakes a worker pinned to the caller's own CPU while another worker is awake: the
-    /// caller is busy on that CPU (it just submitted work), so the woken worker would only take
-    /// CPU time from it, and the awake worker will find the work (it looks everywhere before it
-    /// sleeps). With `allowingHere` (a thread about to block, freeing its CPU) or when nobody is
-    /// awake, any sleeper will do. docs/sleep.md, "Waking".
+    /// Prefers a sleeper on another CPU than the caller's: the caller is busy on its own CPU (it
+    /// just submitted work), so a worker woken there would wait for it. A sleeper on the caller's
+    /// CPU is woken only when no other sleeps and either nobody is awake or the caller is about
+    /// to block (`allowingHere`); while another worker is awake it will find the work (it looks
+    /// everywhere before it sleeps). docs/sleep.md, "Waking".
     @discardableResult
     func wakeOne(_ scheduler: Scheduler, allowingHere: Bool = false) -> Bool {
         let here = CurrentThread.cpu ?? -1
+        // Other CPUs first: the caller is running on this one.
+        if wakeFirst(scheduler, skippingCPU: here) { return true }
         let mayUseHere = allowingHere || Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
+        return mayUseHere && wakeFirst(scheduler, skippingCPU: nil)
+    }
+
+    /// Claims and wakes the first sleeper not pinned to `skippingCPU`.
+    private func wakeFirst(_ scheduler: Scheduler, skippingCPU: Int?) -> Bool {
         for word in 0..<maskWords {
             var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
             while bits != 0 {
                 let index = word * 64 + bits.trailingZeroBitCount
                 let bit = UInt64(1) << UInt64(bits.trailingZeroBitCount)
                 bits &= ~bit
-                if !mayUseHere && scheduler.workerCPUs[index] == here { continue }
+                if let skippingCPU, scheduler.workerCPUs[index] == skippingCPU { continue }
                 if mask(word).pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
                     wakeClaimed(worker: index, scheduler)
                     return true

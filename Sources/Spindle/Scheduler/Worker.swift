@@ -72,6 +72,9 @@ struct WorkerLocal {
     /// `RunBody` (an `Array` of closures would reabstract, allocating a wrapper per element).
     let finishedBodies: UnsafeMutablePointer<RunBody>
     var finishedCount = 0
+    /// The closure context last found shared (`retireBody`): its next jobs skip the uniqueness
+    /// check, which would read a reference count other threads keep changing.
+    var sharedContext: UnsafeMutableRawPointer?
     /// Completions of jobs of one counter not yet subtracted from it (`deferDecrement`).
     var deferredCounter: Unmanaged<JobCounter>?
     var deferredCount = 0
@@ -223,11 +226,15 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         // A context only this record holds (a closure formed per job, as in W6) is freed at
         // once: nobody else touches its count, and the allocator reuses the block while it is
         // hot (a batch of frees overflows glibc's per-thread cache of 7 blocks per size).
-        if spindle_closure_context_is_unique(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self)) {
-            body.deinitialize(count: 1)
-            return
-        }
         let local = self.local
+        let words = UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        if words[1] != local.pointee.sharedContext {
+            if spindle_closure_context_is_unique(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self)) {
+                body.deinitialize(count: 1)
+                return
+            }
+            local.pointee.sharedContext = words[1]
+        }
         let count = local.pointee.finishedCount
         // A bitwise move: the record's reference becomes the buffer's.
         (local.pointee.finishedBodies + count).moveInitialize(from: body, count: 1)

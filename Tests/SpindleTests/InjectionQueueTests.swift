@@ -1,0 +1,110 @@
+import Foundation
+@testable import Spindle
+import Synchronization
+import Testing
+
+/// Records for the injection queue: raw memory the size of a job header (the queue links
+/// records through the header's `next` word), each tagged with its index.
+final class QueueRecords: @unchecked Sendable {
+    // SAFETY: each record is written by its one producer before it is pushed.
+    let base: UnsafeMutableRawPointer
+    let stride = (MemoryLayout<JobHeader>.stride + 15) & ~15
+    let count: Int
+
+    init(_ count: Int) {
+        self.count = count
+        base = .allocate(byteCount: stride * count, alignment: 16)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: stride * count)
+    }
+
+    deinit { base.deallocate() }
+
+    func record(_ index: Int) -> UnsafeMutableRawPointer { base + index * stride }
+    func index(of record: UnsafeMutableRawPointer) -> Int { (record - base) / stride }
+}
+
+#if DEBUG
+let queueHooksAvailable = true
+#else
+let queueHooksAvailable = false
+#endif
+
+@Suite(.serialized)
+struct InjectionQueueTests {
+    /// The interleaving that once hung W1: the consumer holds the last linked record and
+    /// re-appends the stub just after a producer swapped `tail` but before it linked. The
+    /// queue then holds two records with `tail` at the stub; it must still say it has work,
+    /// and give both records out.
+    @Test(.enabled(if: queueHooksAvailable, "needs the debug-build hook"))
+    func aPushHalfDoneDuringTheStubReappendIsNotLost() {
+        let records = QueueRecords(2)
+        let queue = InjectionQueue()
+        let first = UInt(bitPattern: records.record(0)), second = UInt(bitPattern: records.record(1))
+        queue.push(records.record(0))
+        var previous: UInt = 0
+        #if DEBUG
+        queue.afterTailCheck = {
+            queue.afterTailCheck = nil
+            previous = queue.swapTail(second)  // the producer stalls here
+        }
+        #endif
+        var out: [UInt] = []
+        let taken = queue.take(limit: 1) { out.append(UInt(bitPattern: $0)) }
+        #expect(previous == first)
+        queue.linkPush(previous, second)  // the producer resumes
+        #expect(queue.mayHaveWork, "two records queued, but the queue says it is empty")
+        _ = queue.take(limit: 8) { out.append(UInt(bitPattern: $0)) }
+        #expect(taken == 0 && out == [first, second], "records out: \(out)")
+        #expect(!queue.mayHaveWork)
+    }
+
+    /// Producers push while a consumer takes in batches; every record comes out exactly once,
+    /// in each producer's order, and once the producers are done the queue never reports itself
+    /// empty while records remain (a false "empty" lets every worker sleep with jobs queued).
+    @Test(arguments: [1, 2, 4])
+    func nothingIsLostAndEmptinessIsNeverClaimedEarly(producers: Int) {
+        let perProducer = 200_000
+        let total = producers * perProducer
+        let records = QueueRecords(total)
+        let queue = InjectionQueue()
+        let seen = Flags(total)
+        let duplicates = Tally()
+        let outOfOrder = Tally()
+        let falseEmpty = Tally()
+        let takenTotal = Tally()
+        let producersDone = Atomic<Int>(0)
+        withTimeLimit(seconds: 120, "InjectionQueue producers=\(producers)") {
+            onThreads(producers + 1) { thread in
+                if thread < producers {
+                    for k in 0..<perProducer { queue.push(records.record(thread * perProducer + k)) }
+                    producersDone.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                    return
+                }
+                var last = [Int](repeating: -1, count: producers)
+                var batch = 1
+                while takenTotal.current < total {
+                    let finished = producersDone.load(ordering: .sequentiallyConsistent) == producers
+                    let taken = queue.take(limit: batch) { record in
+                        let index = records.index(of: record)
+                        if !seen.mark(index) { duplicates.add() }
+                        let producer = index / perProducer
+                        if index < last[producer] { outOfOrder.add() }
+                        last[producer] = index
+                        takenTotal.add()
+                    }
+                    batch = batch % 32 + 1
+                    // Everything is pushed and linked and this is the only consumer: records
+                    // remain, so the queue must say it may have work.
+                    if taken == 0 && finished && takenTotal.current < total && !queue.mayHaveWork {
+                        falseEmpty.add()
+                        return
+                    }
+                }
+            }
+        }
+        #expect(falseEmpty.current == 0, "the queue reported itself empty with \(total - takenTotal.current) records left")
+        #expect(duplicates.current == 0)
+        #expect(outOfOrder.current == 0)
+        #expect(seen.unmarked.isEmpty, "\(seen.unmarked.count) records never came out")
+    }
+}
