@@ -55,25 +55,16 @@ enum LoopSuite {
                 jobs.parallelFor(0..<count) { i in out.pointer[i] = Workloads.w4Element(x.pointer[i]) }
             }
         })
-        for grain in [16, 256, 4096, 65536] {
-            registry.register(Benchmark(BenchmarkID(group: "W4-grain", name: "spindle-fixed", parameter: "\(grain)"),
+        let sweep: [(name: String, grain: Int, partitioner: Partitioner)] =
+            [16, 256, 4096, 65536].map { ("spindle-fixed", $0, .fixed(grain: $0)) }
+            + [64, 4096].map { ("spindle-adaptive", $0, .adaptive(minimumGrain: $0)) }
+        for (name, grain, partitioner) in sweep {
+            registry.register(Benchmark(BenchmarkID(group: "W4-grain", name: name, parameter: "\(grain)"),
                                         throughput: throughput, mode: .flat,
-                                        note: "jobs.parallelFor(0..<1Mi, partitioner: .fixed(grain: \(grain)))") { _ in
+                                        note: "jobs.parallelFor(0..<1Mi, partitioner: .\(partitioner))") { _ in
                 let jobs = try SharedJobSystem.get()
                 return WorkloadSuite.w4Routine { x, out in
-                    jobs.parallelFor(0..<count, partitioner: .fixed(grain: grain)) { i in
-                        out.pointer[i] = Workloads.w4Element(x.pointer[i])
-                    }
-                }
-            })
-        }
-        for grain in [64, 4096] {
-            registry.register(Benchmark(BenchmarkID(group: "W4-grain", name: "spindle-adaptive", parameter: "\(grain)"),
-                                        throughput: throughput, mode: .flat,
-                                        note: "jobs.parallelFor(0..<1Mi, partitioner: .adaptive(minimumGrain: \(grain)))") { _ in
-                let jobs = try SharedJobSystem.get()
-                return WorkloadSuite.w4Routine { x, out in
-                    jobs.parallelFor(0..<count, partitioner: .adaptive(minimumGrain: grain)) { i in
+                    jobs.parallelFor(0..<count, partitioner: partitioner) { i in
                         out.pointer[i] = Workloads.w4Element(x.pointer[i])
                     }
                 }

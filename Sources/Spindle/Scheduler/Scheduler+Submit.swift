@@ -30,14 +30,19 @@ extension Scheduler {
             worker.submit(priority: priority, size: size, initialize)
             return
         } else {
-            require(!shutdownRequested.load(ordering: .relaxed),
-                         "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
-            let submitter = self.submitter()
-            let record = submitter.pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
+            let record = allocateOutsideRecord(size: size)
             initialize(record)
             injection[Int(priority)].push(record)
         }
         sleep.workPosted(self)
+    }
+
+    /// Memory for a job record submitted from a thread outside the system (its submitter
+    /// arena, chunks of node 0). Traps after shutdown.
+    func allocateOutsideRecord(size: Int) -> UnsafeMutableRawPointer {
+        require(!shutdownRequested.load(ordering: .relaxed),
+                "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
+        return submitter().pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
     }
 
     /// Blocks the calling thread, which is not a worker, until `counter` is zero.

@@ -538,9 +538,7 @@ final class Scheduler: @unchecked Sendable {
         if let worker = currentWorker() {
             record = worker.allocateRecord(size: size)
         } else {
-            require(!shutdownRequested.load(ordering: .relaxed),
-                    "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
-            record = submitter().pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
+            record = allocateOutsideRecord(size: size)
         }
         initialize(record)
         nodeQueues[node].push(record)
