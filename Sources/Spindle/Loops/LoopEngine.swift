@@ -79,8 +79,7 @@ extension Scheduler {
         let splitter = LoopSplitter(partitioner, workers: workerCount)
         if splitter.fitsOneChunk(range.count) { return leaf(range) }
         if let worker = Scheduler.anyCurrentWorker() {
-            require(worker.pointee.scheduler === self,
-                    "parallel loop of one JobSystem called from a job of another: it would block that system's worker thread; run the loop on the system the job belongs to")
+            requireOwn(worker)
             guard workerCount > 1 else { return sequential(range, splitter, leaf: leaf, combine: combine) }
             return split(range, splitter, worker.local.pointee.running!, migrated: false, leaf: leaf, combine: combine)
         }
@@ -99,11 +98,9 @@ extension Scheduler {
     /// closure is recorded as its two words (closure.c), so the non-escaping body it captures
     /// stays on this stack; the job's own closure captures only their address.
     private func enterFromOutside(_ entry: (UnsafeMutableRawPointer) -> Void) {
-        withUnsafeTemporaryAllocation(byteCount: 2 * MemoryLayout<Int>.size, alignment: 16) { words in
-            // SAFETY: `entry` outlives the job that calls it: we return only after its counter
-            // reached zero, and the job calls the words before it completes.
-            _spindleClosureWords(words.baseAddress!, entry)
-            let address = EntryAddress(words: UnsafePointer(words.baseAddress!.assumingMemoryBound(to: UnsafeMutableRawPointer.self)))
+        // SAFETY: `entry` outlives the job that calls it: we return only after its counter
+        // reached zero, and the job calls the words before it completes.
+        withRecordedEntry(entry) { address in
             let counter = JobCounter()
             counter.increment()
             submit(priority: Priority.normal.rawValue) { record in
@@ -127,12 +124,9 @@ extension Scheduler {
             return
         }
         let current = Scheduler.anyCurrentWorker()
-        if let current {
-            require(current.pointee.scheduler === self,
-                    "parallel loop of one JobSystem called from a job of another: it would block that system's worker thread; run the loop on the system the job belongs to")
-        }
+        if let current { requireOwn(current) }
         let splitter = LoopSplitter(partitioner, workers: workerCount)
-        withBlockEntry({ argument in
+        withRecordedEntry({ argument in
             let block = argument.load(as: BlockArgument.self)
             self.split(block.lower..<block.upper, splitter, block.state, migrated: false, leaf: body, combine: { _, _ in })
         }) { address in
@@ -155,9 +149,16 @@ extension Scheduler {
         }
     }
 
+    /// Traps unless `worker` belongs to this system: a loop waiting from another system's job
+    /// would block that system's worker thread.
+    private func requireOwn(_ worker: UnsafeMutablePointer<WorkerState>) {
+        require(worker.pointee.scheduler === self,
+                "parallel loop of one JobSystem called from a job of another: it would block that system's worker thread; run the loop on the system the job belongs to")
+    }
+
     /// Records `entry`'s two words on this stack and runs `body` with their address; `entry`
     /// stays alive until `body` returns (which must outlive every call of the words).
-    private func withBlockEntry(_ entry: (UnsafeMutableRawPointer) -> Void, _ body: (EntryAddress) -> Void) {
+    private func withRecordedEntry(_ entry: (UnsafeMutableRawPointer) -> Void, _ body: (EntryAddress) -> Void) {
         withUnsafeTemporaryAllocation(byteCount: 2 * MemoryLayout<Int>.size, alignment: 16) { words in
             _spindleClosureWords(words.baseAddress!, entry)
             body(EntryAddress(words: UnsafePointer(words.baseAddress!.assumingMemoryBound(to: UnsafeMutableRawPointer.self))))
