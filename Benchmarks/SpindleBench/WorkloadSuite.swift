@@ -309,8 +309,10 @@ enum WorkloadSuite {
         let ideal = serial.analysis.median.point / runs
         for index in results.indices where results[index].id.group == "W5-dag" && results[index].id.name != "serial" {
             let perRun = results[index].analysis.median.point / runs
-            let overhead = (perRun - ideal / Double(cores)) / Double(Workloads.w5Nodes)
-            results[index].note = (results[index].note ?? "") + "; per-node overhead \(Format.time(overhead)) (\(cores) cores)"
+            // A thread-sweep entry uses as many cores as it has workers (up to the allowed ones).
+            let used = min(results[index].analysis.samples.threads ?? cores, cores)
+            let overhead = (perRun - ideal / Double(used)) / Double(Workloads.w5Nodes)
+            results[index].note = (results[index].note ?? "") + "; per-node overhead \(Format.time(overhead)) (\(used) cores)"
         }
     }
 

@@ -1,0 +1,312 @@
+import CSpindle
+import Synchronization
+
+// The compiled graph and its executor. docs/graphs.md describes the protocol.
+
+/// Per-graph run state: the flags the executor reads, the first failure, the graph's counter.
+/// Thread-safe.
+final class GraphRunState: @unchecked Sendable {
+    // SAFETY: the flags are atomics in `control`; `storedFailure` only under `lock`.
+
+    /// Three cache lines: `failed` (Atomic<Bool>), `remaining` (Atomic<Int>, sinks left in the
+    /// run), `running` (Atomic<Bool>). Raw memory, so a plan can reach them without touching this
+    /// object's reference count.
+    let control: UnsafeMutableRawPointer
+    let counter = JobCounter()
+    private let lock = Lock()
+    private var storedFailure: TaskGraph.NodeFailure?
+
+    init() {
+        control = .allocate(byteCount: 192, alignment: 64)
+        failed.initialize(to: Atomic(false))
+        remaining.initialize(to: Atomic(0))
+        running.initialize(to: Atomic(false))
+    }
+
+    deinit {
+        control.deallocate()
+    }
+
+    var failed: UnsafeMutablePointer<Atomic<Bool>> { (control).assumingMemoryBound(to: Atomic<Bool>.self) }
+    var remaining: UnsafeMutablePointer<Atomic<Int>> { (control + 64).assumingMemoryBound(to: Atomic<Int>.self) }
+    var running: UnsafeMutablePointer<Atomic<Bool>> { (control + 128).assumingMemoryBound(to: Atomic<Bool>.self) }
+
+    var isRunning: Bool { running.pointee.load(ordering: .acquiring) }
+
+    var failure: TaskGraph.NodeFailure? { lock.withLock { storedFailure } }
+
+    /// Takes the run flag; false if a run is in progress.
+    func claim() -> Bool {
+        // Acquiring: the previous run's last writes (its finish released the flag).
+        running.pointee.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+    }
+
+    /// Resets the state for a run over a plan with `sinks` sinks and counts the run.
+    func start(sinks: Int) {
+        lock.withLock { storedFailure = nil }
+        failed.pointee.store(false, ordering: .relaxed)
+        remaining.pointee.store(sinks, ordering: .relaxed)
+        // The launch job is published by the queue that carries it, after these stores.
+        counter.increment()
+    }
+
+    /// A run of an empty graph: nothing to do.
+    func finishEmpty() {
+        lock.withLock { storedFailure = nil }
+        running.pointee.store(false, ordering: .releasing)
+    }
+
+    /// Records `error` thrown by `node` if it is the run's first, and stops the run.
+    func fail(node: String, _ error: any Error) {
+        if !failed.pointee.exchange(true, ordering: .relaxed) {
+            lock.withLock { storedFailure = TaskGraph.NodeFailure(node: node, error: error) }
+        }
+    }
+}
+
+/// A job record that runs graph nodes: `node >= 0` runs that node (and the continuations it
+/// leads to); `node == -1` launches a run.
+struct GraphRecord {
+    var header: JobHeader
+    var plan: Unmanaged<GraphPlan>
+    var node: Int
+}
+
+/// A graph compiled for running: one cache line per node, flattened successor lists, roots.
+/// Immutable after init except for the pending counts, which each run counts down and restores.
+final class GraphPlan: @unchecked Sendable {
+    // SAFETY: after init only `pending` counts change, atomically, as docs/graphs.md describes.
+
+    static let lineSize = 64
+    // Offsets in a node's line.
+    static let successorStartOffset = 8
+    static let successorCountOffset = 12
+    static let predecessorsOffset = 16
+    static let priorityOffset = 20
+    static let bodyOffset = 32
+
+    let version: Int
+    let nodeCount: Int
+    let lines: UnsafeMutableRawPointer
+    let successors: UnsafeMutablePointer<Int32>
+    let roots: [Int32]
+    let sinkCount: Int
+    let launchPriority: UInt8
+    let runState: GraphRunState
+    /// `runState`'s flags, reached without its reference count.
+    let failed: UnsafeMutablePointer<Atomic<Bool>>
+    let remaining: UnsafeMutablePointer<Atomic<Int>>
+    let running: UnsafeMutablePointer<Atomic<Bool>>
+    let counter: Unmanaged<JobCounter>
+
+    init(_ builder: TaskGraph.Builder, runState: GraphRunState) {
+        version = builder.version
+        nodeCount = builder.names.count
+        self.runState = runState
+        failed = runState.failed
+        remaining = runState.remaining
+        running = runState.running
+        counter = Unmanaged.passUnretained(runState.counter)
+        lines = .allocate(byteCount: nodeCount * Self.lineSize, alignment: Self.lineSize)
+        successors = .allocate(capacity: Swift.max(1, builder.edgeCount))
+        var start = 0
+        var roots: [Int32] = []
+        var sinks = 0
+        for node in 0..<nodeCount {
+            let line = lines + node * Self.lineSize
+            let predecessors = builder.predecessorCounts[node]
+            let list = builder.successors[node]
+            line.bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(Int(predecessors)))
+            line.storeBytes(of: Int32(start), toByteOffset: Self.successorStartOffset, as: Int32.self)
+            line.storeBytes(of: Int32(list.count), toByteOffset: Self.successorCountOffset, as: Int32.self)
+            line.storeBytes(of: predecessors, toByteOffset: Self.predecessorsOffset, as: Int32.self)
+            line.storeBytes(of: builder.priorities[node].rawValue, toByteOffset: Self.priorityOffset, as: UInt8.self)
+            (line + Self.bodyOffset).bindMemory(to: RunBody.self, capacity: 1).initialize(to: builder.bodies[node])
+            for (offset, successor) in list.enumerated() { successors[start + offset] = successor }
+            start += list.count
+            if predecessors == 0 { roots.append(Int32(node)) }
+            if list.isEmpty { sinks += 1 }
+        }
+        // Highest priority first among the roots, so the launch job runs the most urgent one.
+        roots.sort { builder.priorities[Int($0)].rawValue < builder.priorities[Int($1)].rawValue }
+        self.roots = roots
+        sinkCount = sinks
+        launchPriority = builder.priorities[Int(roots[0])].rawValue
+    }
+
+    deinit {
+        for node in 0..<nodeCount {
+            (lines + node * Self.lineSize + Self.bodyOffset).assumingMemoryBound(to: RunBody.self).deinitialize(count: 1)
+        }
+        lines.deallocate()
+        successors.deallocate()
+    }
+}
+
+// MARK: - Executor
+
+enum GraphExecution {
+    static func initializeLaunch(_ memory: UnsafeMutableRawPointer, plan: Unmanaged<GraphPlan>, priority: UInt8) {
+        memory.bindMemory(to: GraphRecord.self, capacity: 1).initialize(to: GraphRecord(
+            header: JobHeader(execute: executeGraph, counter: nil, priority: Priority(rawValue: priority)!, pinned: false),
+            plan: plan, node: -1))
+    }
+
+    static let executeGraph: ExecuteFunction = { memory, rawState in
+        let state = rawState.assumingMemoryBound(to: FiberState.self)
+        let record = memory.assumingMemoryBound(to: GraphRecord.self)
+        let plan = record.pointee.plan
+        let first = record.pointee.node
+        state.pointee.worker.releaseRecord(memory)
+        state.pointee.worker.flushDecrements()
+        let saved = (state.pointee.currentCounter, state.pointee.priority, state.pointee.pinned)
+        let ended = plan._withUnsafeGuaranteedRef { plan in
+            run(plan, from: first, on: state)
+        }
+        state.pointee.currentCounter = saved.0
+        state.pointee.priority = saved.1
+        state.pointee.pinned = saved.2
+        // The run's reference to the plan (taken by `beginRun`): the last touch of the plan.
+        if ended { plan.release() }
+    }
+
+    /// Runs `first` (or launches the run) and the continuations it leads to. Returns whether
+    /// this call ended the run.
+    @inline(__always)
+    private static func run(_ plan: GraphPlan, from first: Int, on state: UnsafeMutablePointer<FiberState>) -> Bool {
+        var node = first
+        if node < 0 {
+            // Launch: queue every root but the most urgent, which runs here.
+            let worker = state.pointee.worker
+            for root in plan.roots.dropFirst() { push(Int(root), of: plan, on: worker) }
+            node = Int(plan.roots[0])
+        }
+        let lines = plan.lines
+        let successors = plan.successors
+        state.pointee.currentCounter = plan.counter.toOpaque()
+        state.pointee.pinned = false
+        while true {
+            let line = lines + node * GraphPlan.lineSize
+            state.pointee.priority = line.load(fromByteOffset: GraphPlan.priorityOffset, as: UInt8.self)
+            // Relaxed: a hint; nodes already running finish their bodies in any case.
+            if !plan.failed.pointee.load(ordering: .relaxed) {
+                // SAFETY: the body's two words, called without copying the closure; the plan
+                // (retained for the run) keeps it alive.
+                spindle_closure_invoke(
+                    UnsafeRawPointer(line + GraphPlan.bodyOffset).assumingMemoryBound(to: UnsafeMutableRawPointer.self),
+                    UnsafeMutableRawPointer(state))
+            }
+            // The body may have waited and continued on another worker.
+            let worker = state.pointee.worker
+            worker.count(.jobsRun)
+            let start = Int(line.load(fromByteOffset: GraphPlan.successorStartOffset, as: Int32.self))
+            let count = Int(line.load(fromByteOffset: GraphPlan.successorCountOffset, as: Int32.self))
+            if count == 0 {
+                // A sink. Acquiring and releasing: the last one sees every node's writes and
+                // passes them on to the counter's waiters.
+                guard plan.remaining.pointee.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 else {
+                    return false
+                }
+                plan.running.pointee.store(false, ordering: .releasing)
+                plan.counter._withUnsafeGuaranteedRef { $0.decrement() }
+                return true
+            }
+            var next = -1
+            var nextPriority: UInt8 = 0
+            for offset in 0..<count {
+                let successor = Int(successors[start + offset])
+                let successorLine = lines + successor * GraphPlan.lineSize
+                let pending = successorLine.assumingMemoryBound(to: Atomic<Int>.self)
+                // Acquiring and releasing: the owner of the successor sees all its predecessors'
+                // writes. Not reaching zero: someone else owns it.
+                guard pending.pointee.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { continue }
+                // This worker owns `successor` for the run: restore its count for the next run.
+                pending.pointee.store(
+                    Int(successorLine.load(fromByteOffset: GraphPlan.predecessorsOffset, as: Int32.self)), ordering: .relaxed)
+                let priority = successorLine.load(fromByteOffset: GraphPlan.priorityOffset, as: UInt8.self)
+                if next < 0 {
+                    next = successor
+                    nextPriority = priority
+                } else if priority < nextPriority {
+                    push(next, of: plan, on: worker)
+                    next = successor
+                    nextPriority = priority
+                } else {
+                    push(successor, of: plan, on: worker)
+                }
+            }
+            if next < 0 { return false }
+            node = next
+        }
+    }
+
+    /// Queues `node` as a job on `worker`'s deque of the node's priority.
+    @inline(__always)
+    private static func push(_ node: Int, of plan: GraphPlan, on worker: UnsafeMutablePointer<WorkerState>) {
+        let priority = (plan.lines + node * GraphPlan.lineSize).load(fromByteOffset: GraphPlan.priorityOffset, as: UInt8.self)
+        let unmanaged = Unmanaged.passUnretained(plan)
+        worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride) { memory in
+            memory.bindMemory(to: GraphRecord.self, capacity: 1).initialize(to: GraphRecord(
+                header: JobHeader(execute: executeGraph, counter: nil, priority: Priority(rawValue: priority)!, pinned: false),
+                plan: unmanaged, node: node))
+        }
+    }
+}
+
+// MARK: - Entry points
+
+extension JobSystem {
+    /// Starts a run of `graph` and returns the graph's counter, which reaches zero when every
+    /// node has finished (or been skipped after a failure; see `TaskGraph.lastFailure`).
+    ///
+    /// From outside the system this queues one launch job; inside one of its jobs, the launch
+    /// job goes to the running worker's deque. Never blocks.
+    ///
+    /// - Precondition: no run of `graph` is in progress; `shutdown()` has not been called.
+    /// - Complexity: O(1), plus O(nodes + edges) to compile the graph on the first run after a
+    ///   change. No heap allocation once compiled.
+    @discardableResult
+    public func run(_ graph: TaskGraph) -> JobCounter {
+        guard let plan = graph.beginRun() else { return graph.counter }
+        let priority = plan._withUnsafeGuaranteedRef { $0.launchPriority }
+        scheduler.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride) { memory in
+            GraphExecution.initializeLaunch(memory, plan: plan, priority: priority)
+        }
+        return graph.counter
+    }
+
+    /// Runs `graph` and returns when it has finished: blocks an outside thread, parks the fiber
+    /// inside a job (as `wait(for:)`).
+    ///
+    /// - Throws: the run's `TaskGraph.NodeFailure` if a node threw.
+    /// - Precondition: as for `run(_:)` and `wait(for:)`.
+    public func runAndWait(_ graph: TaskGraph) throws(TaskGraph.NodeFailure) {
+        wait(for: run(graph))
+        if let failure = graph.lastFailure { throw failure }
+    }
+}
+
+extension JobContext {
+    /// Starts a run of `graph` from this job: the launch job goes on this worker's deque.
+    /// Returns the graph's counter. See `JobSystem.run(_:)`.
+    ///
+    /// Never blocks or switches fibers.
+    @discardableResult
+    public func run(_ graph: TaskGraph) -> JobCounter {
+        guard let plan = graph.beginRun() else { return graph.counter }
+        let priority = plan._withUnsafeGuaranteedRef { $0.launchPriority }
+        state.pointee.worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride) { memory in
+            GraphExecution.initializeLaunch(memory, plan: plan, priority: priority)
+        }
+        return graph.counter
+    }
+
+    /// Runs `graph` and waits for it, parking this job's fiber meanwhile.
+    ///
+    /// May switch fibers.
+    /// - Throws: the run's `TaskGraph.NodeFailure` if a node threw.
+    public func runAndWait(_ graph: TaskGraph) throws(TaskGraph.NodeFailure) {
+        wait(for: run(graph))
+        if let failure = graph.lastFailure { throw failure }
+    }
+}
