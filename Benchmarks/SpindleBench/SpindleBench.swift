@@ -225,6 +225,7 @@ struct SpindleBench: ParsableCommand {
             }
         }
         WorkloadSuite.annotateW5(&results, cores: allowed)
+        PipelineSuite.annotate(&results)
         if format == .markdown {
             print("Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\n")
             print(MarkdownReport.render(results))

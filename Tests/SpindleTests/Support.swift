@@ -122,3 +122,12 @@ final class Locked<Value>: @unchecked Sendable {
 func caller(_ pointer: UnsafeMutableRawPointer?) -> Fiber {
     Fiber(control: pointer!.assumingMemoryBound(to: spindle_fiber_t.self))
 }
+
+/// Whether this test binary runs under ThreadSanitizer or AddressSanitizer, where every memory
+/// access and fiber switch costs far more: long stress loops shrink there (the interleavings
+/// still get exercised; the full sizes run in the plain and release test runs).
+let underSanitizer: Bool = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__tsan_init") != nil
+    || dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan_init") != nil
+
+/// `count`, or a tenth of it under a sanitizer.
+func stressCount(_ count: Int) -> Int { underSanitizer ? Swift.max(1, count / 10) : count }
