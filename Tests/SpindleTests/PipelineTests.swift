@@ -150,6 +150,25 @@ struct PipelineTests {
         }
     }
 
+    /// Channels of one item: nearly every item parks and resumes both sides, round after round
+    /// of the wakers (a stale wake-up of an earlier round must not lose a later one).
+    @Test(arguments: workerCounts)
+    func oneItemChannelsManyRounds(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers, "sp-pipe-w")
+        withTimeLimit(seconds: 120, "oneItemChannelsManyRounds workers=\(workers)") {
+            let count = stressCount(10_000)
+            for _ in 0..<2 {
+                let pipeline = Pipeline<Int>("tight", channelCapacity: 1)
+                let total = Tally()
+                pipeline.source.map("a") { $0 }.map("b") { $0 }.sink("sum") { total.add($0) }
+                let run = try! pipeline.start(on: jobs)
+                for value in 1...count { run.send(value) }
+                _ = try! run.finish()
+                #expect(total.current == count * (count + 1) / 2)
+            }
+        }
+    }
+
     /// Cancelling while items are queued: every accepted item is either consumed by the sink or
     /// counted as discarded, and later sends are refused.
     @Test(arguments: workerCounts)

@@ -16,21 +16,40 @@ final class Waker: @unchecked Sendable {
     /// call `signal()`.
     ///
     /// May park the calling fiber or block the calling thread.
+    ///
+    /// A wait on the event can return spuriously: the thread that took a counter to zero in an
+    /// earlier round may still be waking that round's waiters when this round's waiter is on
+    /// the list. So the event is never assumed to be zero after a wait: `outstanding` says
+    /// whether our one is still on it, and it is settled before returning (docs/pipelines.md,
+    /// "Waiting").
     func wait(on jobs: JobSystem, until ready: () -> Bool) {
+        var outstanding = false
         while !ready() {
-            event.increment()
-            armed.store(true, ordering: .sequentiallyConsistent)
+            if !outstanding {
+                event.increment()
+                armed.store(true, ordering: .sequentiallyConsistent)
+                outstanding = true
+            }
             // Store-load: our flag before the re-check; pairs with the fence in the
             // signallers' publication, so either we see their state or they see our flag.
             atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if ready() && armed.exchange(false, ordering: .sequentiallyConsistent) {
-                // Retracted before anyone signalled: undo the event ourselves.
-                event.decrement()
-                return
-            }
-            // Either still not ready, or a signaller took the flag and will release the event.
+            if ready() { break }
             jobs.wait(for: event)
+            // Zero: a signaller took the flag and released our one. Otherwise the wake-up was
+            // a stale one, and the arm is still out.
+            if event.value == 0 { outstanding = false }
         }
+        if outstanding { settle(on: jobs) }
+    }
+
+    /// Takes back an arm that is still out: disarm it ourselves, or let the signaller that took
+    /// the flag release the event.
+    private func settle(on jobs: JobSystem) {
+        if armed.exchange(false, ordering: .sequentiallyConsistent) {
+            event.decrement()
+            return
+        }
+        while event.value != 0 { jobs.wait(for: event) }
     }
 
     /// Wakes the waiter if it is armed. Call after publishing the state it waits for, with a
