@@ -137,6 +137,12 @@ public struct NumaTopology: Hashable, Sendable, CustomStringConvertible {
         case .failure(let reason):
             return single(allowed, reason: reason)
         case .success(let numa):
+            // libnuma fills its per-node CPU mask cache lazily and without a lock: two threads
+            // asking at once can both allocate it and one allocation is lost (LeakSanitizer
+            // reported it when two test suites created job systems concurrently). One query at
+            // a time per process.
+            LibNuma.queries.lock()
+            defer { LibNuma.queries.unlock() }
             var byNode: [Int: [Int]] = [:]
             for cpu in allowed {
                 let node = numa.nodeOfCPU(cpu)
@@ -154,6 +160,8 @@ public struct NumaTopology: Hashable, Sendable, CustomStringConvertible {
 
 /// libnuma's functions, found with dlopen and dlvsym (docs/numa.md, "Topology").
 struct LibNuma {
+    /// Serialises topology queries (see `NumaTopology.load`).
+    static let queries = Lock()
     let nodeOfCPU: @convention(c) (Int32) -> Int32
     let distanceFunction: @convention(c) (Int32, Int32) -> Int32
 
