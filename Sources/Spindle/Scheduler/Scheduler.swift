@@ -558,6 +558,7 @@ final class Scheduler: @unchecked Sendable {
         let start = Int(worker.nextRandom() % UInt64(workerCount))
         for priority in 0..<UInt8(3) {
             var retry = true
+            var waitingOnLoneJob = false
             while retry {
                 retry = false
                 for offset in 0..<workerCount {
@@ -568,6 +569,7 @@ final class Scheduler: @unchecked Sendable {
                     guard available > 0 else { continue }
                     if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
                                                                         deque: workers[victim].storage(priority)) {
+                        waitingOnLoneJob = true
                         continue
                     }
                     worker.count(.stealAttempts)
@@ -583,6 +585,10 @@ final class Scheduler: @unchecked Sendable {
                     }
                 }
             }
+            // A lone job of this priority is waiting out its patience: taking lower-priority
+            // work now would let it wait behind a whole burst (the fairness bound of
+            // docs/scheduler.md). Come back for it instead.
+            if waitingOnLoneJob { return nil }
         }
         return nil
     }
@@ -592,6 +598,7 @@ final class Scheduler: @unchecked Sendable {
     private func stealByNode(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         let groups = stealGroups[worker.pointee.index]
         for priority in 0..<UInt8(3) {
+            var waitingOnLoneJob = false
             for group in groups {
                 let start = Int(worker.nextRandom() % UInt64(group.count))
                 var retry = true
@@ -600,7 +607,8 @@ final class Scheduler: @unchecked Sendable {
                     for offset in 0..<group.count {
                         var position = start + offset
                         if position >= group.count { position -= group.count }
-                        switch tryToSteal(from: group[position], priority: priority, into: worker) {
+                        switch tryToSteal(from: group[position], priority: priority, into: worker,
+                                          waitingOnLoneJob: &waitingOnLoneJob) {
                         case .success(let token): return token
                         case .retry: retry = true
                         case .empty: break
@@ -608,16 +616,20 @@ final class Scheduler: @unchecked Sendable {
                     }
                 }
             }
+            // As in `steal`: no lower-priority work while a lone job waits out its patience.
+            if waitingOnLoneJob { return nil }
         }
         return nil
     }
 
     /// One steal attempt on `victim`'s deque of `priority`, with the patience rule for a lone job.
-    private func tryToSteal(from victim: Int, priority: UInt8, into worker: UnsafeMutablePointer<WorkerState>) -> WorkStealingDeque<UInt>.Steal {
+    private func tryToSteal(from victim: Int, priority: UInt8, into worker: UnsafeMutablePointer<WorkerState>,
+                            waitingOnLoneJob: inout Bool) -> WorkStealingDeque<UInt>.Steal {
         let available = workers[victim].approximateCount(priority)
         guard available > 0 else { return .empty }
         if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
                                                      deque: workers[victim].storage(priority)) {
+            waitingOnLoneJob = true
             return .empty
         }
         worker.count(.stealAttempts)
