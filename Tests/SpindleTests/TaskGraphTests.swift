@@ -386,6 +386,16 @@ extension RandomDAG {
     }
 }
 
+/// A system and a graph whose one node waits forever: the graph stays running.
+func startBlockedGraph() -> (JobSystem, TaskGraph) {
+    let jobs = try! JobSystem(configuration: .init(workers: 2))
+    let graph = TaskGraph("busy")
+    let release = JobCounter(1)
+    graph.node("blocker") { context in context.wait(for: release) }
+    jobs.run(graph)
+    return (jobs, graph)
+}
+
 struct TaskGraphMisuseTests {
     @Test
     func edgeAcrossGraphsTraps() async {
@@ -403,11 +413,7 @@ struct TaskGraphMisuseTests {
     @Test
     func concurrentRunTraps() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
-            let jobs = try! JobSystem(configuration: .init(workers: 2))
-            let graph = TaskGraph("busy")
-            let release = JobCounter(1)
-            graph.node("blocker") { context in context.wait(for: release) }
-            jobs.run(graph)
+            let (jobs, graph) = startBlockedGraph()
             jobs.run(graph)
         }
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
@@ -417,12 +423,9 @@ struct TaskGraphMisuseTests {
     @Test
     func changingARunningGraphTraps() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
-            let jobs = try! JobSystem(configuration: .init(workers: 2))
-            let graph = TaskGraph("busy")
-            let release = JobCounter(1)
-            graph.node("blocker") { context in context.wait(for: release) }
-            jobs.run(graph)
+            let (jobs, graph) = startBlockedGraph()
             graph.node("late") { _ in }
+            withExtendedLifetime(jobs) {}
         }
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
         #expect(stderr.contains("while it is running"))

@@ -146,6 +146,19 @@ final class GraphPlan: @unchecked Sendable {
 // MARK: - Executor
 
 enum GraphExecution {
+    /// Claims `graph` for a run and hands its launch record to `submit` (which queues it where
+    /// the caller runs); returns the graph's counter.
+    @inline(__always)
+    static func launch(
+        _ graph: TaskGraph,
+        submit: (UInt8, (UnsafeMutableRawPointer) -> Void) -> Void
+    ) -> JobCounter {
+        guard let plan = graph.beginRun() else { return graph.counter }
+        let priority = plan._withUnsafeGuaranteedRef { $0.launchPriority }
+        submit(priority) { memory in initializeLaunch(memory, plan: plan, priority: priority) }
+        return graph.counter
+    }
+
     static func initializeLaunch(_ memory: UnsafeMutableRawPointer, plan: Unmanaged<GraphPlan>, priority: UInt8) {
         memory.bindMemory(to: GraphRecord.self, capacity: 1).initialize(to: GraphRecord(
             header: JobHeader(execute: executeGraph, counter: nil, priority: Priority(rawValue: priority)!, pinned: false),
@@ -267,12 +280,9 @@ extension JobSystem {
     ///   change. No heap allocation once compiled.
     @discardableResult
     public func run(_ graph: TaskGraph) -> JobCounter {
-        guard let plan = graph.beginRun() else { return graph.counter }
-        let priority = plan._withUnsafeGuaranteedRef { $0.launchPriority }
-        scheduler.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride) { memory in
-            GraphExecution.initializeLaunch(memory, plan: plan, priority: priority)
+        GraphExecution.launch(graph) { priority, initialize in
+            scheduler.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride, initialize)
         }
-        return graph.counter
     }
 
     /// Runs `graph` and returns when it has finished: blocks an outside thread, parks the fiber
@@ -293,12 +303,9 @@ extension JobContext {
     /// Never blocks or switches fibers.
     @discardableResult
     public func run(_ graph: TaskGraph) -> JobCounter {
-        guard let plan = graph.beginRun() else { return graph.counter }
-        let priority = plan._withUnsafeGuaranteedRef { $0.launchPriority }
-        state.pointee.worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride) { memory in
-            GraphExecution.initializeLaunch(memory, plan: plan, priority: priority)
+        GraphExecution.launch(graph) { priority, initialize in
+            state.pointee.worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride, initialize)
         }
-        return graph.counter
     }
 
     /// Runs `graph` and waits for it, parking this job's fiber meanwhile.

@@ -32,7 +32,7 @@ public final class PipelineRun<Input: Sendable>: @unchecked Sendable {
     public func send(_ item: Input) -> Bool {
         guard state.beginSend() else { return false }
         let accepted = push(item)
-        if accepted { sources.forEach { $0.publish() } }
+        if accepted { for index in 0..<sources.count { sources[index].publish() } }
         state.endSend(accepted: accepted ? 1 : 0)
         return accepted
     }
@@ -49,13 +49,17 @@ public final class PipelineRun<Input: Sendable>: @unchecked Sendable {
             guard push(item) else { break }
             accepted += 1
         }
-        sources.forEach { $0.publish() }
+        for index in 0..<sources.count { sources[index].publish() }
         state.endSend(accepted: accepted)
         return accepted
     }
 
     private func push(_ item: Input) -> Bool {
-        for channel in sources where !channel.tryPush(item) {
+        // Index loops here and in the stage loops: this code runs unspecialized when `Input` is
+        // a client's type, and iterating an array through `Sequence` there allocates an
+        // iterator per loop.
+        for index in 0..<sources.count where !sources[index].tryPush(item) {
+            let channel = sources[index]
             channel.publish()
             state.sourceWaker.wait(on: state.jobs) { channel.hasRoom() || state.isStopped }
             if !channel.tryPush(item) { return false }
@@ -474,7 +478,8 @@ enum StageLoops {
             while !live.isEmpty {
                 let start = MonotonicTime.now()
                 var took = 0
-                for channel in live {
+                for index in 0..<live.count {
+                    let channel = live[index]
                     var taken = 0
                     while taken < pass, let item = channel.tryPop() {
                         taken += 1
@@ -514,7 +519,8 @@ enum StageLoops {
             items.reserveCapacity(batch)
             while !live.isEmpty {
                 items.removeAll(keepingCapacity: true)
-                for channel in live {
+                for index in 0..<live.count {
+                    let channel = live[index]
                     while items.count < batch, let item = channel.tryPop() { items.append(item) }
                 }
                 if items.isEmpty {
@@ -533,7 +539,7 @@ enum StageLoops {
                         try transform(batchItems[index])
                     }
                     StageRuntime.add(stage.busyNanoseconds, MonotonicTime.now() &- start)
-                    for result in results { send(result, to: outputs, stage, run, inputs: live) }
+                    for index in 0..<results.count { send(results[index], to: outputs, stage, run, inputs: live) }
                 } catch {
                     run.fail(stage: stage.name, error)
                 }
@@ -547,7 +553,8 @@ enum StageLoops {
     @inline(__always)
     static func send<Input, Output>(_ item: Output, to outputs: [Channel<Output>], _ stage: StageRuntime,
                                     _ run: PipelineRunState, inputs: [Channel<Input>]) {
-        for output in outputs where !output.tryPush(item) {
+        for index in 0..<outputs.count where !outputs[index].tryPush(item) {
+            let output = outputs[index]
             flush(inputs, outputs)
             let start = MonotonicTime.now()
             stage.outputWaker.wait(on: run.jobs) { output.hasRoom() }
@@ -563,18 +570,26 @@ enum StageLoops {
     static func waitForInput<Input, Output>(_ live: [Channel<Input>], _ outputs: [Channel<Output>],
                                             _ stage: StageRuntime, _ run: PipelineRunState) -> [Channel<Input>] {
         flush(live, outputs)
-        let open = live.filter { !$0.isFinished() }
+        // The same array unless an input finished: no allocation per wait.
+        let open = any(live) { $0.isFinished() } ? live.filter { !$0.isFinished() } : live
         if open.isEmpty { return open }
         let start = MonotonicTime.now()
-        stage.inputWaker.wait(on: run.jobs) { open.contains { $0.hasItemOrIsClosed() } }
+        stage.inputWaker.wait(on: run.jobs) { any(open) { $0.hasItemOrIsClosed() } }
         StageRuntime.add(stage.waitingForInputNanoseconds, MonotonicTime.now() &- start)
         return open
     }
 
     @inline(__always)
     static func flush<Input, Output>(_ inputs: [Channel<Input>], _ outputs: [Channel<Output>]) {
-        for input in inputs { input.release() }
-        for output in outputs { output.publish() }
+        for index in 0..<inputs.count { inputs[index].release() }
+        for index in 0..<outputs.count { outputs[index].publish() }
+    }
+
+    /// Whether `test` holds for one of `channels` (an index loop: see `PipelineRun.push`).
+    @inline(__always)
+    static func any<Element>(_ channels: [Channel<Element>], _ test: (Channel<Element>) -> Bool) -> Bool {
+        for index in 0..<channels.count where test(channels[index]) { return true }
+        return false
     }
 }
 
