@@ -91,11 +91,14 @@ public struct JobContext {
         // This worker's deferred completions may be the ones this wait needs.
         state.pointee.worker.flushDecrements()
         // Acquiring: pairs with the releasing decrement, so the counted jobs' writes are visible.
-        if counter.pendingCount.load(ordering: .acquiring) == 0 { return }
+        guard let observed = counter.observeForWait() else { return }
         let identity = Unmanaged.passUnretained(counter)
         require(state.pointee.currentCounter != identity.toOpaque(),
                      "JobContext.wait(for:) on the running job's own counter: it cannot reach zero before this job returns, so the wait would never end; wait on the counters of the jobs you spawned instead")
-        scheduler.park(state, .parkOnCounter(state, identity))
+        // A wake-up of an earlier round of a reused counter parks the fiber again.
+        repeat {
+            scheduler.park(state, .parkOnCounter(state, identity, observed))
+        } while !counter.waitIsOver(observed: observed)
     }
 
     // MARK: Fork-join

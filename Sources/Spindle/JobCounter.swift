@@ -42,35 +42,54 @@ public enum JobAffinity: Sendable, Hashable {
 /// are still running is safe.
 public final class JobCounter: @unchecked Sendable {
     // SAFETY: all mutable state is atomic.
-    @usableFromInline let pendingCount: Atomic<Int>
+
+    /// The pending count (low 40 bits) and the *zero epoch* (high 24 bits), which advances in
+    /// the same atomic step that takes the count to zero. A waiter remembers the epoch it saw
+    /// with a non-zero count and ends its wait only once the epoch moved: the wake-up of an
+    /// earlier round, still running when the counter was reused, cannot end a wait of the next
+    /// one (docs/scheduler.md, "Waiting").
+    @usableFromInline let word: Atomic<UInt64>
     /// Head of the waiter list (`WaitNode` pointers); see `WaitList`.
     @usableFromInline let waiters = Atomic<UInt>(0)
 
+    @usableFromInline static let countBits: UInt64 = 40
+    @usableFromInline static let countMask: UInt64 = (1 << countBits) - 1
+    @usableFromInline static let epochUnit: UInt64 = 1 << countBits
+
+    /// The largest number of pending events a counter holds.
+    public static let maximumValue = Int(countMask)
+
     /// A counter at `initialValue` (zero or more).
     public init(_ initialValue: Int = 0) {
-        require(initialValue >= 0, "JobCounter(\(initialValue)): a counter cannot start below zero")
-        pendingCount = Atomic(initialValue)
+        require(initialValue >= 0 && initialValue <= JobCounter.maximumValue,
+                "JobCounter(\(initialValue)): a counter starts between 0 and JobCounter.maximumValue (\(JobCounter.maximumValue))")
+        word = Atomic(UInt64(initialValue))
         if initialValue > 0 { _ = Unmanaged.passUnretained(self).retain() }
     }
 
     /// The number of pending events at this instant: a hint. Workers apply the completions of
     /// consecutive jobs of one counter in batches (up to 64, and always before they wait, switch
     /// to other work or idle), so the value may lag behind finished jobs; waits never do.
-    public var value: Int { pendingCount.load(ordering: .acquiring) }
+    public var value: Int { Int(word.load(ordering: .acquiring) & JobCounter.countMask) }
 
     /// Whether the counter is zero at this instant.
-    public var isComplete: Bool { pendingCount.load(ordering: .acquiring) == 0 }
+    public var isComplete: Bool { word.load(ordering: .acquiring) & JobCounter.countMask == 0 }
 
     /// Adds `count` pending events. Thread-safe; never blocks.
     ///
+    /// - Precondition: the counter stays at or below `maximumValue`.
     /// - Complexity: O(1), one atomic add.
     @inlinable
     public func increment(by count: Int = 1) {
         require(count >= 0, "JobCounter.increment(by: \(count)): the amount must not be negative")
         // Relaxed is enough for the count itself: the job that will decrement is published by
         // the queue that carries it. The 0 -> n transition takes the self-reference.
-        if pendingCount.wrappingAdd(count, ordering: .relaxed).oldValue == 0 && count > 0 {
+        let old = word.wrappingAdd(UInt64(count), ordering: .relaxed).oldValue & JobCounter.countMask
+        if old == 0 && count > 0 {
             _ = Unmanaged.passUnretained(self).retain()
+        }
+        if old + UInt64(count) > JobCounter.countMask {
+            misuse("JobCounter.increment(by: \(count)) took the counter above JobCounter.maximumValue (\(JobCounter.maximumValue)); it held \(old)")
         }
     }
 
@@ -82,13 +101,30 @@ public final class JobCounter: @unchecked Sendable {
     /// - Complexity: O(1), plus O(waiters) when it reaches zero.
     @inlinable
     public func decrement(by count: Int = 1) {
-        // Acquiring and releasing: the waiter that sees zero must see everything the counted
-        // jobs wrote; pairs with the acquiring loads in the wait paths.
-        let old = pendingCount.wrappingSubtract(count, ordering: .acquiringAndReleasing).oldValue
-        if old == count {
-            reachedZero()
-        } else if old < count {
-            misuse("JobCounter.decrement(by: \(count)) took the counter below zero (it was \(old)): an event was counted twice, or the counter was reused while still in use")
+        if subtract(count) { reachedZero() }
+    }
+
+    /// Subtracts `count`; returns whether that took the count to zero (and advanced the epoch),
+    /// in which case the caller must call `reachedZero()`.
+    @inlinable
+    func subtract(_ count: Int) -> Bool {
+        let amount = UInt64(truncatingIfNeeded: count)
+        var old = word.load(ordering: .relaxed)
+        while true {
+            let pending = old & JobCounter.countMask
+            if pending < amount {
+                misuse("JobCounter.decrement(by: \(count)) took the counter below zero (it was \(pending)): an event was counted twice, or the counter was reused while still in use")
+            }
+            let zero = pending == amount
+            let new = zero ? (old &- amount) &+ JobCounter.epochUnit : old &- amount
+            // Sequentially consistent: the waiter's zero must be visible to waiters that
+            // registered (the Dekker pair with `WaitList.register`), and acquiring and releasing
+            // so the waiter that sees zero sees everything the counted jobs wrote.
+            let (exchanged, original) = word.compareExchange(
+                expected: old, desired: new,
+                successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed)
+            if exchanged { return zero }
+            old = original
         }
     }
 
@@ -97,6 +133,26 @@ public final class JobCounter: @unchecked Sendable {
         WaitList.wakeAll(waiters)
         // The last touch of `self` by this thread: the self-reference taken when it left zero.
         Unmanaged.passUnretained(self).release()
+    }
+
+    /// The word a waiter observes before it waits: nil when the count is zero (nothing to wait
+    /// for), else the word (its epoch identifies the round being waited on).
+    @inlinable
+    func observeForWait() -> UInt64? {
+        // Acquiring: pairs with the decrement, so the counted jobs' writes are visible.
+        let observed = word.load(ordering: .acquiring)
+        return observed & JobCounter.countMask == 0 ? nil : observed
+    }
+
+    /// Whether a wait that observed `observed` may end: the count reached zero since (the epoch
+    /// moved on), or it is zero now.
+    @inlinable
+    func waitIsOver(observed: UInt64) -> Bool {
+        // Sequentially consistent: the waiter's side of the Dekker pair with `subtract` when
+        // called by `WaitList.register` (a plain load on x86-64).
+        let now = word.load(ordering: .sequentiallyConsistent)
+        return now & JobCounter.countMask == 0
+            || (now >> JobCounter.countBits) != (observed >> JobCounter.countBits)
     }
 }
 
@@ -162,19 +218,24 @@ enum WaitList {
         }
     }
 
-    /// Blocks the calling OS thread until `head`'s list is woken, or returns at once when
-    /// `isZero()` already holds.
-    static func blockThread(on head: borrowing Atomic<UInt>, isZero: () -> Bool) {
+    /// Blocks the calling OS thread until `isOver()` holds, registering on `head`'s list and
+    /// sleeping on a futex each time it does not: a wake-up meant for an earlier round of a
+    /// reused counter sends the thread back to sleep.
+    static func blockThread(on head: borrowing Atomic<UInt>, isOver: () -> Bool) {
         withUnsafeTemporaryAllocation(byteCount: MemoryLayout<WaitNode>.stride + 8, alignment: 16) { raw in
             let node = raw.baseAddress!.bindMemory(to: WaitNode.self, capacity: 1)
             let word = (raw.baseAddress! + MemoryLayout<WaitNode>.stride).bindMemory(to: Atomic<UInt32>.self, capacity: 1)
             word.initialize(to: Atomic(0))
             node.initialize(to: WaitNode(next: nil, kind: WaitNode.threadKind, target: UnsafeMutableRawPointer(word)))
-            register(node, on: head, isZero: isZero)
-            // Acquiring: pairs with the releasing store in `wakeAll`.
-            while word.pointee.load(ordering: .acquiring) == 0 {
-                _ = Futex.wait(on: word, expected: 0)
-            }
+            repeat {
+                // The node was taken off the list by the exchange that woke it: reusable.
+                word.pointee.store(0, ordering: .relaxed)
+                register(node, on: head, isZero: isOver)
+                // Acquiring: pairs with the releasing store in `wakeAll`.
+                while word.pointee.load(ordering: .acquiring) == 0 {
+                    _ = Futex.wait(on: word, expected: 0)
+                }
+            } while !isOver()
         }
     }
 }

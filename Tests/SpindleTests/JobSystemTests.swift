@@ -368,6 +368,92 @@ struct JobSystemTests {
         }
     }
 
+    /// A counter reused round after round: a wait of round r must not return on the wake-up of
+    /// round r − 1, whose last decrement may still be waking its list when round r begins
+    /// (docs/scheduler.md, "Waiting", the zero epoch).
+    @Test(arguments: workerCounts)
+    func aReusedCountersWaitEndsOnlyWithItsOwnRound(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        let rounds = stressCount(50_000)
+        withTimeLimit(seconds: 120, "reusedCounter workers=\(workers) rounds=\(rounds)") {
+            let finished = Atomic<Int>(0)
+            let early = Tally()
+            let counter = JobCounter()
+            // Outside: a blocked thread.
+            for round in 1...rounds {
+                counter.increment()
+                jobs.run { _ in
+                    finished.store(round, ordering: .relaxed)
+                    counter.decrement()
+                }
+                jobs.wait(for: counter)
+                if finished.load(ordering: .relaxed) != round { early.add() }
+            }
+            #expect(early.current == 0, "\(early.current) of \(rounds) outside waits returned before their round's decrement")
+            // Inside: a parked fiber, woken by a job that decrements by hand.
+            let insideEarly = Tally()
+            let done = jobs.run { ctx in
+                for round in 1...rounds {
+                    counter.increment()
+                    ctx.run { _ in
+                        finished.store(-round, ordering: .relaxed)
+                        counter.decrement()
+                    }
+                    ctx.wait(for: counter)
+                    if finished.load(ordering: .relaxed) != -round { insideEarly.add() }
+                }
+            }
+            jobs.wait(for: done)
+            #expect(insideEarly.current == 0, "\(insideEarly.current) of \(rounds) fiber waits returned before their round's decrement")
+            #expect(counter.value == 0)
+        }
+        jobs.shutdown()
+    }
+
+    /// The interleaving behind the test above, made deterministic: round 1's last decrement
+    /// reaches zero but has not woken its list yet; the counter is reused for round 2 and a
+    /// waiter registers; then round 1's wake-up runs. The waiter must go back to waiting, and
+    /// return only with round 2's zero.
+    @Test(arguments: ["thread", "fiber"])
+    func aWakeUpOfAnEarlierRoundDoesNotEndAWait(waiter: String) throws {
+        let jobs = try makeSystem(workers: 2)
+        withTimeLimit(seconds: 60, "aWakeUpOfAnEarlierRound waiter=\(waiter)") {
+            let counter = JobCounter(1)
+            #expect(counter.subtract(1), "round 1 reaches zero; its wake-up is held back")
+            counter.increment()
+            let returned = Atomic<Bool>(false)
+            let ended = JobCounter(1)
+            if waiter == "thread" {
+                Thread {
+                    jobs.wait(for: counter)
+                    returned.store(true, ordering: .releasing)
+                    ended.decrement()
+                }.start()
+            } else {
+                jobs.run { ctx in
+                    ctx.wait(for: counter)
+                    returned.store(true, ordering: .releasing)
+                    ended.decrement()
+                }
+            }
+            // The waiter is on the list once the head is set.
+            while counter.waiters.load(ordering: .acquiring) == 0 { sched_yield() }
+            counter.reachedZero()
+            // Round 1's wake-up took the list: the waiter either returns (wrongly) or registers
+            // again.
+            while !returned.load(ordering: .acquiring) && counter.waiters.load(ordering: .acquiring) == 0 {
+                sched_yield()
+            }
+            let endedEarly = returned.load(ordering: .acquiring)
+            #expect(!endedEarly, "a wait of round 2 ended with round 1's wake-up")
+            counter.decrement()
+            jobs.wait(for: ended)
+            let endedAtLast = returned.load(ordering: .acquiring)
+            #expect(endedAtLast)
+        }
+        jobs.shutdown()
+    }
+
     @Test
     func outsideWaitBlocksUntilTheCounterReachesZero() throws {
         let jobs = try makeSystem(workers: 2)

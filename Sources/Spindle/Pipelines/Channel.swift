@@ -15,41 +15,25 @@ final class Waker: @unchecked Sendable {
     /// Returns once `ready()` holds. `ready` must read the state signallers publish before they
     /// call `signal()`.
     ///
-    /// May park the calling fiber or block the calling thread.
-    ///
-    /// A wait on the event can return spuriously: the thread that took a counter to zero in an
-    /// earlier round may still be waking that round's waiters when this round's waiter is on
-    /// the list. So the event is never assumed to be zero after a wait: `outstanding` says
-    /// whether our one is still on it, and it is settled before returning (docs/pipelines.md,
-    /// "Waiting").
+    /// May park the calling fiber or block the calling thread. Each round adds one to the event
+    /// and ends with that one subtracted (by a signaller, or by this waiter when it takes its
+    /// flag back), so the event is zero between rounds; a counter wait ends only with the zero of
+    /// its own round (docs/pipelines.md, "Waiting").
     func wait(on jobs: JobSystem, until ready: () -> Bool) {
-        var outstanding = false
         while !ready() {
-            if !outstanding {
-                event.increment()
-                armed.store(true, ordering: .sequentiallyConsistent)
-                outstanding = true
-            }
+            event.increment()
+            armed.store(true, ordering: .sequentiallyConsistent)
             // Store-load: our flag before the re-check; pairs with the fence in the
             // signallers' publication, so either we see their state or they see our flag.
             atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if ready() { break }
+            if ready() && armed.exchange(false, ordering: .sequentiallyConsistent) {
+                // Took the flag back: nobody else will subtract our one.
+                event.decrement()
+                return
+            }
+            // A signaller took the flag (or will): it subtracts our one.
             jobs.wait(for: event)
-            // Zero: a signaller took the flag and released our one. Otherwise the wake-up was
-            // a stale one, and the arm is still out.
-            if event.value == 0 { outstanding = false }
         }
-        if outstanding { settle(on: jobs) }
-    }
-
-    /// Takes back an arm that is still out: disarm it ourselves, or let the signaller that took
-    /// the flag release the event.
-    private func settle(on jobs: JobSystem) {
-        if armed.exchange(false, ordering: .sequentiallyConsistent) {
-            event.decrement()
-            return
-        }
-        while event.value != 0 { jobs.wait(for: event) }
     }
 
     /// Wakes the waiter if it is armed. Call after publishing the state it waits for, with a

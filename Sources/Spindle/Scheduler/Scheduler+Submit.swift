@@ -49,8 +49,9 @@ extension Scheduler {
     func waitOutside(for counter: JobCounter) {
         // This thread is about to free its CPU: a sleeper pinned there may now help.
         if anyQueuedWork() { sleep.wakeOne(self, allowingHere: true) }
+        guard let observed = counter.observeForWait() else { return }
         WaitList.blockThread(on: counter.waiters) {
-            counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
+            counter.waitIsOver(observed: observed)
         }
     }
 

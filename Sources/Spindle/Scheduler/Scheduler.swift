@@ -407,13 +407,13 @@ final class Scheduler: @unchecked Sendable {
             addSpare(state, to: worker)
         case .finished(let state):
             recycle(state)
-        case .parkOnCounter(let state, let counter):
+        case .parkOnCounter(let state, let counter, let observed):
             worker.count(.fibersParked)
             let counter = counter.takeUnretainedValue()
             // SAFETY: the wait node is the first field of FiberState.
             let node = UnsafeMutableRawPointer(state).assumingMemoryBound(to: WaitNode.self)
             WaitList.register(node, on: counter.waiters) {
-                counter.pendingCount.load(ordering: .sequentiallyConsistent) == 0
+                counter.waitIsOver(observed: observed)
             }
         case .parkOnLatch(let state, let latch):
             worker.count(.fibersParked)

@@ -31,8 +31,9 @@ enum PendingAction {
     case none
     /// The fiber that switched away goes to the worker's spare list.
     case spare(UnsafeMutablePointer<FiberState>)
-    /// The fiber that switched away waits on a counter.
-    case parkOnCounter(UnsafeMutablePointer<FiberState>, Unmanaged<JobCounter>)
+    /// The fiber that switched away waits on a counter, having seen the counter's word
+    /// `observed` (non-zero count; its epoch names the round waited for).
+    case parkOnCounter(UnsafeMutablePointer<FiberState>, Unmanaged<JobCounter>, UInt64)
     /// The fiber that switched away waits for a stolen `join` half (`latch`: see JoinLatch).
     case parkOnLatch(UnsafeMutablePointer<FiberState>, UnsafeMutablePointer<Atomic<UInt>>)
     /// The fiber that switched away has finished: return its stack and state.
