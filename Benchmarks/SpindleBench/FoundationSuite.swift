@@ -13,6 +13,7 @@ enum Suites {
         LoopSuite.register(&registry)
         GraphSuite.register(&registry)
         PipelineSuite.register(&registry)
+        AsyncSuite.register(&registry)
         if ProcessInfo.processInfo.environment["SPINDLE_BENCH_SELFTEST"] == "1" {
             // For the CLI's own tests: a benchmark whose check value is always wrong.
             registry.register(Benchmark(BenchmarkID(group: "selftest", name: "wrong-check")) { _ in

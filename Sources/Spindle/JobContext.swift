@@ -169,8 +169,13 @@ public struct JobContext {
                 worker.post(token, priority: priority)
                 break
             }
-            // A job spawned by `left` that nobody took: run it here, as the loop would.
             let other = UnsafeMutableRawPointer(bitPattern: token)!
+            if Execution.isAsync(other) {
+                // A partial task runs only on the loop, never on top of a job (docs/async.md).
+                worker.post(token, priority: priority)
+                break
+            }
+            // A job spawned by `left` that nobody took: run it here, as the loop would.
             other.load(as: ExecuteFunction.self)(other, UnsafeMutableRawPointer(state))
         }
         scheduler.park(state, .parkOnLatch(state, latch))

@@ -145,8 +145,10 @@ public final class JobSystem: @unchecked Sendable {
     /// inside one of this system's jobs it parks the job's fiber like `JobContext.wait(for:)`.
     ///
     /// - Precondition: not called from a job of *another* job system (that would block one of its
-    ///   workers; use that job's `JobContext.wait(for:)`).
+    ///   workers; use that job's `JobContext.wait(for:)`), nor from async code running on a
+    ///   worker through the task executor (use `await wait(for:)` there).
     public func wait(for counter: JobCounter) {
+        scheduler.requireNotInAsyncTask("JobSystem.wait(for:)")
         if counter.isComplete { return }
         if let worker = Scheduler.anyCurrentWorker() {
             require(worker.pointee.scheduler === scheduler,

@@ -8,10 +8,10 @@ enum Execution {
 
     static func initializeRun(
         _ memory: UnsafeMutableRawPointer, body: @escaping @Sendable (JobContext) -> Void,
-        counter: JobCounter, priority: Priority, affinity: JobAffinity
+        counter: JobCounter?, priority: Priority, affinity: JobAffinity
     ) {
         memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(
-            header: JobHeader(execute: executeRun, counter: Unmanaged.passUnretained(counter),
+            header: JobHeader(execute: executeRun, counter: counter.map { Unmanaged.passUnretained($0) },
                               priority: priority, pinned: affinity == .pinned),
             body: RunBody(call: body)))
     }

@@ -22,13 +22,17 @@ extension Scheduler {
     }
 
     /// Allocates a record of `size` bytes from the caller's arena, lets `initialize` fill it, and
-    /// queues it: on the calling worker's deque, or (from outside) on the injection queue.
+    /// queues it: on the calling worker's deque (from a job, or from a task on the system's
+    /// executor), or (from outside) on the injection queue.
     @inline(__always)
     func submit(priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
                 _ initialize: (UnsafeMutableRawPointer) -> Void) {
         if let worker = currentWorker() {
             worker.submit(priority: priority, size: size, initialize)
             return
+        } else if let worker = Scheduler.asyncTaskWorker(), worker.pointee.scheduler === self {
+            // A task running on this system's executor: its worker's deque, like a job's.
+            worker.submit(priority: priority, size: size, initialize)
         } else {
             let record = allocateOutsideRecord(size: size)
             initialize(record)
@@ -47,6 +51,7 @@ extension Scheduler {
 
     /// Blocks the calling thread, which is not a worker, until `counter` is zero.
     func waitOutside(for counter: JobCounter) {
+        requireNotInAsyncTask("JobSystem.wait(for:)")
         // This thread is about to free its CPU: a sleeper pinned there may now help.
         if anyQueuedWork() { sleep.wakeOne(self, allowingHere: true) }
         guard let observed = counter.observeForWait() else { return }
