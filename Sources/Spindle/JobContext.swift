@@ -176,7 +176,9 @@ public struct JobContext {
                 break
             }
             // A job spawned by `left` that nobody took: run it here, as the loop would.
+            worker.traceBegin(other, fiber: state)
             other.load(as: ExecuteFunction.self)(other, UnsafeMutableRawPointer(state))
+            state.pointee.worker.trace(.end, fiber: state)
         }
         scheduler.park(state, .parkOnLatch(state, latch))
         return false

@@ -454,6 +454,39 @@ struct JobSystemTests {
         jobs.shutdown()
     }
 
+    /// A fiber made ready while the worker it parked on is inside a long job is resumed by
+    /// another worker (the long job here even waits for it: without that, it would never end).
+    @Test(arguments: [2, 4])
+    func aReadyFiberDoesNotWaitForABusyWorker(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        withTimeLimit(seconds: 60, "aReadyFiberDoesNotWaitForABusyWorker workers=\(workers)") {
+            for round in 0..<20 {
+                let gate = JobCounter(1)
+                let childStarted = JobCounter(1)
+                let resumed = Atomic<Bool>(false)
+                let childWorker = Atomic<Int>(-1)
+                let resumedOn = Atomic<Int>(-1)
+                let done = jobs.run { ctx in
+                    ctx.run { child in
+                        childWorker.store(child.workerIndex, ordering: .relaxed)
+                        childStarted.decrement()
+                        // A long job: it ends only once the parked parent ran again.
+                        while !resumed.load(ordering: .acquiring) { spinPause() }
+                    }
+                    ctx.wait(for: gate)
+                    resumedOn.store(ctx.workerIndex, ordering: .relaxed)
+                    resumed.store(true, ordering: .releasing)
+                }
+                jobs.wait(for: childStarted)
+                gate.decrement()
+                jobs.wait(for: done)
+                let child = childWorker.load(ordering: .relaxed), parent = resumedOn.load(ordering: .relaxed)
+                #expect(child != parent, "round \(round): the parent resumed on the worker of the job it was waiting behind")
+            }
+        }
+        jobs.shutdown()
+    }
+
     @Test
     func outsideWaitBlocksUntilTheCounterReachesZero() throws {
         let jobs = try makeSystem(workers: 2)

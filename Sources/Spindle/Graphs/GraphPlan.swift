@@ -87,6 +87,8 @@ final class GraphPlan: @unchecked Sendable {
 
     let version: Int
     let nodeCount: Int
+    /// The nodes' names (for traces).
+    let names: [String]
     let lines: UnsafeMutableRawPointer
     let successors: UnsafeMutablePointer<Int32>
     let roots: [Int32]
@@ -102,6 +104,7 @@ final class GraphPlan: @unchecked Sendable {
     init(_ builder: TaskGraph.Builder, runState: GraphRunState) {
         version = builder.version
         nodeCount = builder.names.count
+        names = builder.names
         self.runState = runState
         failed = runState.failed
         remaining = runState.remaining
@@ -205,9 +208,16 @@ enum GraphExecution {
             if !plan.failed.pointee.load(ordering: .relaxed) {
                 // SAFETY: the body's two words, called without copying the closure; the plan
                 // (retained for the run) keeps it alive.
+                let before = state.pointee.worker
+                let traced = before.traceSlot.pointee.load(ordering: .relaxed) != 0
+                if traced {
+                    before.trace(.begin, fiber: state, label: before.pointee.scheduler.traceLabel(for: plan.names[node]),
+                                 priority: state.pointee.priority, detail: UInt(bitPattern: plan.counter.toOpaque()))
+                }
                 spindle_closure_invoke(
                     UnsafeRawPointer(line + GraphPlan.bodyOffset).assumingMemoryBound(to: UnsafeMutableRawPointer.self),
                     UnsafeMutableRawPointer(state))
+                if traced { state.pointee.worker.trace(.end, fiber: state) }
             }
             // The body may have waited and continued on another worker.
             let worker = state.pointee.worker

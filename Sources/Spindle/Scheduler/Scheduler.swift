@@ -52,6 +52,9 @@ final class Scheduler: @unchecked Sendable {
     private var joined = false
     private var submitters: [UnsafeMutablePointer<Submitter>] = []
     let lock = Lock()
+    /// The trace being recorded (guarded by `lock`); its buffers are published in the workers'
+    /// trace slots (docs/trace.md).
+    var traceSession: TraceSession?
     /// Per-thread `Submitter` of threads outside the system.
     let submitterKey: pthread_key_t
     /// The spin budget before sleeping, in nanoseconds.
@@ -368,12 +371,16 @@ final class Scheduler: @unchecked Sendable {
             }() else { break }
             if token & Token.fiberTag == 0 {
                 let record = UnsafeMutableRawPointer(bitPattern: token)!
+                worker.traceBegin(record, fiber: state)
                 record.load(as: ExecuteFunction.self)(record, UnsafeMutableRawPointer(state))
+                // The job may have finished on another worker.
+                state.pointee.worker.trace(.end, fiber: state)
                 continue
             }
             let target = UnsafeMutablePointer<FiberState>(bitPattern: token & ~Token.fiberTag)!
             target.pointee.worker = worker
             worker.count(.fibersResumed)
+            worker.trace(.resume, fiber: target)
             // Completions deferred on this worker must not wait behind the resumed fiber.
             worker.flushDecrements()
             if worker.local.pointee.spareCount >= Scheduler.sparesPerWorker {
@@ -438,29 +445,38 @@ final class Scheduler: @unchecked Sendable {
         worker.local.pointee.pendingAction = action
         // What this fiber waits for may be among the deferred completions.
         worker.flushDecrements()
+        worker.trace(.park, fiber: state)
         state.pointee.fiber.switchTo(next.pointee.fiber)
         completePendingAction(on: state.pointee.worker, running: state)
     }
 
-    /// Makes a parked fiber runnable: it goes to the inbox of the worker it parked on.
-    /// Any thread.
+    /// Makes a parked fiber runnable: it goes to the inbox of the worker it parked on (the
+    /// pinned inbox for a pinned job), and that worker is woken if it sleeps. If it is busy, an
+    /// idle worker is told about the fiber, which it may take once the inbox patience ran out
+    /// (docs/scheduler.md, "Waiting"). Any thread.
     @usableFromInline
     static func makeReady(_ state: UnsafeMutablePointer<FiberState>) {
         let home = state.pointee.worker
-        var head = home.pointee.inbox.pointee.load(ordering: .relaxed)
+        let pinned = state.pointee.pinned
+        let inbox = pinned ? home.pointee.pinnedInbox : home.pointee.inbox
+        var head = inbox.pointee.load(ordering: .relaxed)
         while true {
             state.pointee.link = UnsafeMutablePointer(bitPattern: head)
             // Sequentially consistent: the push must be ordered before the read of the sleeping
             // mask below, against the owner's announcement and re-check (docs/sleep.md, "Resuming
             // a fiber").
-            let (exchanged, original) = home.pointee.inbox.pointee.compareExchange(
+            let (exchanged, original) = inbox.pointee.compareExchange(
                 expected: head, desired: UInt(bitPattern: state),
                 successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed)
             if exchanged { break }
             head = original
         }
+        if !pinned && head == 0 { home.pointee.inboxSince.pointee.store(MonotonicTime.now(), ordering: .relaxed) }
         let scheduler = home.pointee.scheduler
-        scheduler.sleep.wake(worker: home.pointee.index, scheduler)
+        if !scheduler.sleep.wake(worker: home.pointee.index, scheduler) && !pinned {
+            // The owner is awake, perhaps inside a long job: make sure some worker searches.
+            scheduler.sleep.workPosted(scheduler)
+        }
     }
 
     /// The next token for `worker`: inbox, pinned fibers, own deques and injection queues by
@@ -468,6 +484,7 @@ final class Scheduler: @unchecked Sendable {
     @inline(__always)
     private func findWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         if worker.pointee.inbox.pointee.load(ordering: .relaxed) != 0 { drainInbox(worker) }
+        if worker.pointee.pinnedInbox.pointee.load(ordering: .relaxed) != 0 { drainPinnedInbox(worker) }
         if let pinned = worker.local.pointee.pinnedReady {
             worker.local.pointee.pinnedReady = pinned.pointee.link
             return Token.fiber(pinned)
@@ -479,23 +496,64 @@ final class Scheduler: @unchecked Sendable {
         if let token = takeInjected(worker, priority: 1) { return token }
         if let token = worker.pop(2) { return token }
         if let token = takeInjected(worker, priority: 2) { return token }
-        return steal(worker)
+        return steal(worker) ?? takeStalledFibers(worker)
+    }
+
+    /// Takes the ready fibers of a worker that has not drained its inbox for longer than the
+    /// inbox patience (it is inside a long job): they would wait for it while this worker idles.
+    /// Pinned fibers are never in that inbox. Owner only.
+    private func takeStalledFibers(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
+        guard workerCount > 1 else { return nil }
+        var now: UInt64 = 0
+        for victim in 0..<workerCount where victim != worker.pointee.index {
+            let other = workers[victim]
+            guard other.pointee.inbox.pointee.load(ordering: .relaxed) != 0 else { continue }
+            if now == 0 { now = MonotonicTime.now() }
+            guard now &- other.pointee.inboxSince.pointee.load(ordering: .relaxed) >= WorkerState.inboxPatienceNanoseconds else { continue }
+            // Acquiring: pairs with the pushes' CAS. Take-all, so the owner and thieves cannot
+            // take a node twice.
+            var next = UnsafeMutablePointer<FiberState>(bitPattern: other.pointee.inbox.pointee.exchange(0, ordering: .acquiring))
+            guard next != nil else { continue }
+            worker.count(.steals)
+            worker.trace(.steal, fiber: nil, detail: UInt(victim))
+            var first: UInt?
+            var pushed = false
+            while let state = next {
+                next = state.pointee.link
+                if first == nil {
+                    first = Token.fiber(state)
+                } else {
+                    worker.push(Token.fiber(state), priority: state.pointee.priority)
+                    pushed = true
+                }
+            }
+            // Others may steal the rest from this worker.
+            if pushed { sleep.workPosted(self) }
+            return first
+        }
+        return nil
     }
 
     private func drainInbox(_ worker: UnsafeMutablePointer<WorkerState>) {
         // Acquiring: pairs with the pushes' CAS, making each state's fields visible.
         var next = UnsafeMutablePointer<FiberState>(bitPattern: worker.pointee.inbox.pointee.exchange(0, ordering: .acquiring))
+        guard next != nil else { return }
         while let state = next {
             next = state.pointee.link
-            if state.pointee.pinned {
-                state.pointee.link = worker.local.pointee.pinnedReady
-                worker.local.pointee.pinnedReady = state
-            } else {
-                worker.push(Token.fiber(state), priority: state.pointee.priority)
-            }
+            worker.push(Token.fiber(state), priority: state.pointee.priority)
         }
         // Others may now steal the pushed fibers.
         sleep.workPosted(self)
+    }
+
+    /// Moves the pinned inbox to the private pinned-ready list. Owner only.
+    private func drainPinnedInbox(_ worker: UnsafeMutablePointer<WorkerState>) {
+        var next = UnsafeMutablePointer<FiberState>(bitPattern: worker.pointee.pinnedInbox.pointee.exchange(0, ordering: .acquiring))
+        while let state = next {
+            next = state.pointee.link
+            state.pointee.link = worker.local.pointee.pinnedReady
+            worker.local.pointee.pinnedReady = state
+        }
     }
 
     @inline(__always)
@@ -576,6 +634,7 @@ final class Scheduler: @unchecked Sendable {
                     switch workers[victim].steal(priority) {
                     case .success(let token):
                         worker.count(.steals)
+                        worker.trace(.steal, fiber: nil, detail: UInt(victim))
                         stealMore(from: workers[victim], priority: priority, into: worker)
                         return token
                     case .retry:
@@ -636,6 +695,7 @@ final class Scheduler: @unchecked Sendable {
         let result = workers[victim].steal(priority)
         if case .success = result {
             worker.count(.steals)
+            worker.trace(.steal, fiber: nil, detail: UInt(victim))
             stealMore(from: workers[victim], priority: priority, into: worker)
         }
         return result
@@ -665,7 +725,8 @@ final class Scheduler: @unchecked Sendable {
     /// Whether any work is visible to `worker` (its inbox and pinned list, any deque, any
     /// injection queue). Used by the sleep protocol's re-check.
     func anyWorkVisible(for worker: UnsafeMutablePointer<WorkerState>) -> Bool {
-        if worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.local.pointee.pinnedReady != nil {
+        if worker.pointee.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.local.pointee.pinnedReady != nil
+            || worker.pointee.pinnedInbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
             return true
         }
         if multiNode && nodeQueues[workerNodes[worker.pointee.index]].mayHaveWork { return true }

@@ -107,14 +107,17 @@ final class SleepState: @unchecked Sendable {
         return false
     }
 
-    /// Wakes `index` if it is asleep (a fiber of its became ready; "Resuming a fiber").
-    func wake(worker index: Int, _ scheduler: Scheduler) {
+    /// Wakes `index` if it is asleep (a fiber of its became ready; "Resuming a fiber"). Returns
+    /// whether it was asleep (then this call or a concurrent one woke it).
+    @discardableResult
+    func wake(worker index: Int, _ scheduler: Scheduler) -> Bool {
         let bit = UInt64(1) << UInt64(index % 64)
         let word = mask(index / 64)
-        guard word.pointee.load(ordering: .sequentiallyConsistent) & bit != 0 else { return }
+        guard word.pointee.load(ordering: .sequentiallyConsistent) & bit != 0 else { return false }
         if word.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
             wakeClaimed(worker: index, scheduler)
         }
+        return true
     }
 
     /// Wakes every sleeping worker (shutdown).

@@ -113,7 +113,8 @@ struct WorkerState: ~Copyable {
     /// The owner's mutable state, in an allocation of its own (see `WorkerLocal`).
     let local: UnsafeMutablePointer<WorkerLocal>
     let metrics: UnsafeMutablePointer<Atomic<UInt64>>
-    /// `inbox` at offset 0 and `sleepWord` at offset 128.
+    /// `inbox` at offset 0, the trace slot at 64, `sleepWord` at 128, `pinnedInbox` at 192 and
+    /// `inboxSince` at 200.
     let shared: UnsafeMutableRawPointer
 
     init(index: Int, scheduler: Scheduler, deques: [WorkStealingDeque<UInt>], seed: UInt64) {
@@ -140,7 +141,10 @@ struct WorkerState: ~Copyable {
         for slot in 0..<slots { (metrics + slot).initialize(to: Atomic(0)) }
         shared = .allocate(byteCount: 256, alignment: 128)
         shared.bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(0))
+        (shared + 64).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(0))
         (shared + 128).bindMemory(to: Atomic<UInt32>.self, capacity: 1).initialize(to: Atomic(0))
+        (shared + 192).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(0))
+        (shared + 200).bindMemory(to: Atomic<UInt64>.self, capacity: 1).initialize(to: Atomic(0))
     }
 
     /// Frees the memory `init` allocated. Called once, when the scheduler is destroyed.
@@ -154,8 +158,19 @@ struct WorkerState: ~Copyable {
         shared.deallocate()
     }
 
-    /// Fibers made ready by other threads (a lock-free stack of `FiberState`); drained by the owner.
+    /// Migratable fibers made ready after parking here (a lock-free stack of `FiberState`):
+    /// drained by the owner, or taken whole by an idle worker once it has waited longer than the
+    /// inbox patience (docs/scheduler.md, "Waiting").
     var inbox: UnsafeMutablePointer<Atomic<UInt>> { shared.assumingMemoryBound(to: Atomic<UInt>.self) }
+
+    /// Pinned fibers made ready after parking here; only the owner takes them.
+    var pinnedInbox: UnsafeMutablePointer<Atomic<UInt>> { (shared + 192).assumingMemoryBound(to: Atomic<UInt>.self) }
+
+    /// When `inbox` last went from empty to not empty (monotonic nanoseconds).
+    var inboxSince: UnsafeMutablePointer<Atomic<UInt64>> { (shared + 200).assumingMemoryBound(to: Atomic<UInt64>.self) }
+
+    /// How long a ready fiber waits for its busy worker before an idle one takes it.
+    static let inboxPatienceNanoseconds: UInt64 = 20_000
 
     /// 1 while the worker sleeps or is about to (docs/sleep.md); a waker stores 0.
     var sleepWord: UnsafeMutablePointer<Atomic<UInt32>> {
