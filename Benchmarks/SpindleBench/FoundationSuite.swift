@@ -14,6 +14,7 @@ enum Suites {
         GraphSuite.register(&registry)
         PipelineSuite.register(&registry)
         AsyncSuite.register(&registry)
+        TraceSuite.register(&registry)
         if ProcessInfo.processInfo.environment["SPINDLE_BENCH_SELFTEST"] == "1" {
             // For the CLI's own tests: a benchmark whose check value is always wrong.
             registry.register(Benchmark(BenchmarkID(group: "selftest", name: "wrong-check")) { _ in
