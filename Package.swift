@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .library(name: "Spindle", targets: ["Spindle"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
+        .executable(name: "frame-loop", targets: ["FrameLoop"]),
     ],
     dependencies: [
         // Used by the benchmark executable only, never by the Spindle library.
@@ -52,6 +53,12 @@ let package = Package(
             name: "SpindleNumaCheck",
             dependencies: ["Spindle"],
             path: "Tests/NumaGuest/Check"
+        ),
+        // Examples/: runnable programs that use Spindle as an application would (CI runs each).
+        .executableTarget(
+            name: "FrameLoop",
+            dependencies: ["Spindle"],
+            path: "Examples/FrameLoop"
         ),
         // Small C helpers that tests need to touch stack memory at a precise depth.
         .target(
