@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Spindle", targets: ["Spindle"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
         .executable(name: "frame-loop", targets: ["FrameLoop"]),
+        .executable(name: "async-server", targets: ["AsyncServer"]),
     ],
     dependencies: [
         // Used by the benchmark executable only, never by the Spindle library.
@@ -59,6 +60,11 @@ let package = Package(
             name: "FrameLoop",
             dependencies: ["Spindle"],
             path: "Examples/FrameLoop"
+        ),
+        .executableTarget(
+            name: "AsyncServer",
+            dependencies: ["Spindle"],
+            path: "Examples/AsyncServer"
         ),
         // Small C helpers that tests need to touch stack memory at a precise depth.
         .target(
