@@ -3,11 +3,48 @@ import Foundation
 import Synchronization
 import Testing
 
-/// Runs async `body` to completion from a synchronous test, inside a time limit.
+/// A task executor with one thread of its own. The async tests run on it rather than on the
+/// cooperative pool: synchronous tests of other suites block pool threads while they wait for
+/// their jobs (the pool has one thread per CPU), and a test whose continuations wait for a pool
+/// thread would then stall for as long as they run.
+final class TestThreadExecutor: TaskExecutor, @unchecked Sendable {
+    // SAFETY: `queue` is only touched with `condition` locked.
+    private let condition = NSCondition()
+    private var queue: [UnownedJob] = []
+
+    static let shared = TestThreadExecutor()
+
+    private init() {
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "test-executor"
+        thread.start()
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        queue.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while queue.isEmpty { condition.wait() }
+            let job = queue.removeFirst()
+            condition.unlock()
+            job.runSynchronously(on: asUnownedTaskExecutor())
+        }
+    }
+}
+
+/// Runs async `body` to completion from a synchronous test, inside a time limit, on the test
+/// executor's thread.
 func runAsync(seconds: Int = 60, _ what: @autoclosure () -> String, _ body: @escaping @Sendable () async -> Void) {
     withTimeLimit(seconds: seconds, what()) {
         let done = DispatchSemaphore(value: 0)
-        Task.detached {
+        Task.detached(executorPreference: TestThreadExecutor.shared) {
             await body()
             done.signal()
         }
