@@ -7,20 +7,24 @@
 //                  alternate-stack glue, sanitizer fiber hooks, GNU-only libc prototypes.
 //   Spindle        the library. Depends on the toolchain only.
 //   SpindleBenchKit the benchmark engine: sampling, statistics, reports.
-//   SpindleBench   the benchmark executable (`swift run -c release spindle-bench`); the only
-//                  target that uses swift-argument-parser.
+//   SpindleArgumentParser  Spindle's options as an @OptionGroup (swift-argument-parser).
+//   SpindleBench   the benchmark executable (`swift run -c release spindle-bench`).
+//   FrameLoop, AsyncServer  the examples (Examples/).
 import PackageDescription
 
 let package = Package(
     name: "Spindle",
     products: [
         .library(name: "Spindle", targets: ["Spindle"]),
+        // Spindle's options as an @OptionGroup for swift-argument-parser commands.
+        .library(name: "SpindleArgumentParser", targets: ["SpindleArgumentParser"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
         .executable(name: "frame-loop", targets: ["FrameLoop"]),
         .executable(name: "async-server", targets: ["AsyncServer"]),
     ],
     dependencies: [
-        // Used by the benchmark executable only, never by the Spindle library.
+        // Used by the benchmark executable and the SpindleArgumentParser integration, never by
+        // the Spindle library.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
@@ -28,6 +32,11 @@ let package = Package(
         .target(
             name: "Spindle",
             dependencies: ["CSpindle"]
+        ),
+        // Integrations live in targets of their own, so the core depends on the toolchain only.
+        .target(
+            name: "SpindleArgumentParser",
+            dependencies: ["Spindle", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The benchmark engine: sampling, statistics, reports. No dependency on Spindle, so its
         // unit tests are quick and it can measure any peer.
@@ -74,6 +83,10 @@ let package = Package(
         .testTarget(
             name: "SpindleTests",
             dependencies: ["Spindle", "CSpindle", "CSpindleTestSupport"]
+        ),
+        .testTarget(
+            name: "SpindleIntegrationTests",
+            dependencies: ["Spindle", "SpindleArgumentParser"]
         ),
         .testTarget(
             name: "SpindleBenchKitTests",
