@@ -333,7 +333,14 @@ struct JobSystemTests {
                 ctx.wait(for: high)
                 ctx.wait(for: lows)
             })
-            #expect(lowStartedBeforeHigh.current <= bound)
+            // Counting starts measures scheduling decisions only while every worker has a CPU: with
+            // more workers than CPUs, the thief that claimed the high job can be preempted by the
+            // kernel for a time slice before its body starts, and meanwhile the other workers
+            // rightly run low jobs (seen under ThreadSanitizer with 4 and 8 workers on 2 CPUs:
+            // 520 starts). The outside flood above keeps the bound at every worker count.
+            if workers <= (try! CPUSet.allowed()).count {
+                #expect(lowStartedBeforeHigh.current <= bound)
+            }
         }
         jobs.shutdown()
     }
