@@ -37,6 +37,20 @@ enum SharedJobSystem {
 }
 
 enum SchedulerSuite {
+    /// W1 spawned inside a job: one job runs `ctx.run(counter:)` ×1M, then waits (also the trace
+    /// group's workload).
+    static func w1InsideRoutine(_ jobs: JobSystem) -> Routine {
+        let count = Workloads.w1Jobs
+        return WorkloadSuite.w1Routine { hits in
+            let body: @Sendable (JobContext) -> Void = { _ in hits.value.add(1, ordering: .relaxed) }
+            jobs.wait(for: jobs.run { ctx in
+                let counter = JobCounter()
+                for _ in 0..<count { ctx.run(counter: counter, body) }
+                ctx.wait(for: counter)
+            })
+        }
+    }
+
     static func register(_ registry: inout BenchmarkRegistry) {
         registerW1(&registry)
         registerW2(&registry)
@@ -61,15 +75,7 @@ enum SchedulerSuite {
         })
         registry.register(Benchmark(BenchmarkID(group: "W1-spawn", name: "spindle-inside"), throughput: throughput, mode: .flat,
                                     note: "one job spawns ctx.run(counter:) ×1M onto its worker's deque, then ctx.wait(for:)") { _ in
-            let jobs = try SharedJobSystem.get()
-            return WorkloadSuite.w1Routine { hits in
-                let body: @Sendable (JobContext) -> Void = { _ in hits.value.add(1, ordering: .relaxed) }
-                jobs.wait(for: jobs.run { ctx in
-                    let counter = JobCounter()
-                    for _ in 0..<count { ctx.run(counter: counter, body) }
-                    ctx.wait(for: counter)
-                })
-            }
+            w1InsideRoutine(try SharedJobSystem.get())
         })
         registry.register(Benchmark(BenchmarkID(group: "W1-spawn", name: "spindle-run-count"), throughput: throughput, mode: .flat,
                                     note: "one jobs.run(count: 1M) from the main thread: 1M jobs sharing one record and body") { _ in

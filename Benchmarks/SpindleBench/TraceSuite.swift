@@ -6,8 +6,7 @@ import SpindleBenchKit
 
 enum TraceSuite {
     static func register(_ registry: inout BenchmarkRegistry) {
-        let count = Workloads.w1Jobs
-        let throughput = Throughput.elements(count)
+        let throughput = Throughput.elements(Workloads.w1Jobs)
         for recording in [false, true] {
             let name = recording ? "W1-inside-recording" : "W1-inside-off"
             let note = recording
@@ -16,14 +15,7 @@ enum TraceSuite {
             registry.register(Benchmark(BenchmarkID(group: "trace", name: name), throughput: throughput, mode: .flat,
                                         note: note) { _ in
                 let jobs = try SharedJobSystem.get()
-                let routine = WorkloadSuite.w1Routine { hits in
-                    let body: @Sendable (JobContext) -> Void = { _ in hits.value.add(1, ordering: .relaxed) }
-                    jobs.wait(for: jobs.run { ctx in
-                        let counter = JobCounter()
-                        for _ in 0..<count { ctx.run(counter: counter, body) }
-                        ctx.wait(for: counter)
-                    })
-                }
+                let routine = SchedulerSuite.w1InsideRoutine(jobs)
                 guard recording else { return routine }
                 return { iterations in
                     jobs.startTrace()

@@ -180,4 +180,9 @@ func main() throws {
     jobs.shutdown()
 }
 
-try main()
+do {
+    try main()
+} catch {
+    print("frame-loop: \(error)")
+    exit(1)
+}

@@ -89,7 +89,7 @@ extension JobSystem.Configuration {
     ///   "SPINDLE_WORKERS" or "--spindle-workers").
     /// - Throws: `JobSystem.OptionError`, naming the source, the value and what is accepted.
     public mutating func set(_ key: Key, from text: String, source: String) throws(JobSystem.OptionError) {
-        let value = text.trimmingWhitespace
+        let value = String(text.trimmingWhitespace())
         func invalid() -> JobSystem.OptionError { JobSystem.OptionError(source: source, value: text, accepted: key.accepted) }
         switch key {
         case .preset:
@@ -152,14 +152,5 @@ extension JobSystem {
         public var description: String {
             "\(source): \"\(value)\" is not accepted; expected \(accepted)"
         }
-    }
-}
-
-extension String {
-    var trimmingWhitespace: String {
-        var scalars = Substring(self)
-        while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
-        while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
-        return String(scalars)
     }
 }

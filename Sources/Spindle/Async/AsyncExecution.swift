@@ -93,9 +93,15 @@ extension Priority {
 }
 
 extension Execution {
+    /// Whether `record` is executed by `function` (records are told apart by their execute
+    /// function).
+    static func record(_ record: UnsafeMutableRawPointer, runs function: ExecuteFunction) -> Bool {
+        unsafeBitCast(record.load(as: ExecuteFunction.self), to: UnsafeRawPointer.self)
+            == unsafeBitCast(function, to: UnsafeRawPointer.self)
+    }
+
     /// Whether `record` is a partial task of Swift Concurrency (`AsyncRecord`).
     static func isAsync(_ record: UnsafeMutableRawPointer) -> Bool {
-        unsafeBitCast(record.load(as: ExecuteFunction.self), to: UnsafeRawPointer.self)
-            == unsafeBitCast(Scheduler.executeAsync, to: UnsafeRawPointer.self)
+        Execution.record(record, runs: Scheduler.executeAsync)
     }
 }

@@ -184,7 +184,8 @@ extension CPUSet {
 }
 
 extension StringProtocol {
-    fileprivate func trimmingWhitespace() -> Substring {
+    /// This text without leading and trailing whitespace.
+    func trimmingWhitespace() -> Substring {
         let slice = self[...]
         let start = slice.firstIndex { !$0.isWhitespace } ?? slice.endIndex
         let end = slice[start...].lastIndex { !$0.isWhitespace }.map { slice.index(after: $0) } ?? start

@@ -179,22 +179,26 @@ public struct JobTrace: Sendable {
     /// Writes `chromeTraceJSON()` to `path`.
     ///
     /// - Throws: `SystemError` when the file cannot be created or written.
-    public func write(toFile path: String) throws {
-        let text = chromeTraceJSON()
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw SystemError(call: "open(\(path))", errno: errno) }
+    public func write(toFile path: String) throws(SystemError) {
+        let bytes = Array(chromeTraceJSON().utf8)
+        let descriptor: CInt
+        do {
+            descriptor = try retryingSyscall("open") { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        } catch {
+            throw SystemError(call: "open(\(path))", errno: error.errno)
+        }
         defer { close(descriptor) }
-        var bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let count = bytes.withUnsafeMutableBytes { Glibc.write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError(call: "write(\(path))", errno: errno)
+            let chunk = Swift.min(bytes.count - offset, 1 << 30)
+            do {
+                offset += Int(try retryingSyscall("write") {
+                    bytes.withUnsafeBytes { CInt(Glibc.write(descriptor, $0.baseAddress! + offset, chunk)) }
+                })
+            } catch {
+                throw SystemError(call: "write(\(path))", errno: error.errno)
             }
-            offset += count
         }
-        bytes.removeAll()
     }
 }
 

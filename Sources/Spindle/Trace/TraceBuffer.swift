@@ -114,12 +114,10 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
 extension Execution {
     /// The label of a record's kind, from its execute function.
     static func traceLabel(_ record: UnsafeMutableRawPointer) -> UInt32 {
-        let execute = unsafeBitCast(record.load(as: ExecuteFunction.self), to: UnsafeRawPointer.self)
-        func matches(_ function: ExecuteFunction) -> Bool { execute == unsafeBitCast(function, to: UnsafeRawPointer.self) }
-        if matches(executeRun) { return TraceLabel.run }
-        if matches(executeCount) { return TraceLabel.runCount }
-        if matches(executeJoin) { return TraceLabel.join }
-        if matches(Scheduler.executeAsync) { return TraceLabel.task }
+        if Execution.record(record, runs: executeRun) { return TraceLabel.run }
+        if Execution.record(record, runs: executeCount) { return TraceLabel.runCount }
+        if Execution.record(record, runs: executeJoin) { return TraceLabel.join }
+        if isAsync(record) { return TraceLabel.task }
         return TraceLabel.graph
     }
 }
