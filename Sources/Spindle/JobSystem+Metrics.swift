@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Synchronization
+
 extension JobSystem {
     /// A snapshot of the scheduler's counters (`metrics()`).
     ///
@@ -21,6 +28,12 @@ extension JobSystem {
             public var wakeups: UInt64 = 0
             /// Bytes of frame memory the worker's frame allocator holds.
             public var frameBytes: UInt64 = 0
+            /// Jobs waiting in the worker's deques (every priority) when the snapshot was taken: an
+            /// estimate, since thieves and the owner change them while they are read.
+            public var queued: UInt64 = 0
+
+            /// All zero.
+            public init() {}
 
             static func + (lhs: Counters, rhs: Counters) -> Counters {
                 var sum = lhs
@@ -33,6 +46,7 @@ extension JobSystem {
                 sum.sleeps &+= rhs.sleeps
                 sum.wakeups &+= rhs.wakeups
                 sum.frameBytes &+= rhs.frameBytes
+                sum.queued &+= rhs.queued
                 return sum
             }
         }
@@ -48,6 +62,11 @@ extension JobSystem {
         public var numaFallback: String? = nil
         /// Memory-placement requests (`mbind`) the kernel refused; the memory works, unplaced.
         public var numaBindFailures: Int = 0
+        /// Workers asleep on their futex when the snapshot was taken.
+        public var sleepingWorkers: Int = 0
+        /// Whether jobs submitted from outside the system were waiting in an injection queue
+        /// (the queues are linked lists without a count).
+        public var injectionPending: Bool = false
 
         /// The sum over all workers.
         public var total: Counters { workers.reduce(Counters(), +) }
@@ -55,7 +74,9 @@ extension JobSystem {
 
     /// Reads every worker's counters. Thread-safe; never blocks.
     /// - Complexity: O(workers).
-    public func metrics() -> Metrics {
+    public func metrics() -> Metrics { Self.metrics(of: scheduler) }
+
+    static func metrics(of scheduler: Scheduler) -> Metrics {
         let workers = (0..<scheduler.workerCount).map { index -> Metrics.Counters in
             let worker = scheduler.workers[index]
             var counters = Metrics.Counters()
@@ -68,6 +89,7 @@ extension JobSystem {
             counters.sleeps = worker.metric(.sleeps)
             counters.wakeups = worker.metric(.wakeups)
             counters.frameBytes = worker.metric(.frameBytes)
+            counters.queued = UInt64(Priority.allCases.reduce(0) { $0 + max(0, worker.approximateCount($1.rawValue)) })
             return counters
         }
         var metrics = Metrics(workers: workers, recordBytes: scheduler.chunkPools.reduce(0) { $0 + $1.bytes.load(ordering: .relaxed) },
@@ -75,7 +97,79 @@ extension JobSystem {
         if case .fallback(let reason) = scheduler.topology.source { metrics.numaFallback = reason }
         metrics.numaBindFailures = scheduler.bindFailures.load(ordering: .relaxed)
             + scheduler.chunkPools.reduce(0) { $0 + $1.bindFailures.load(ordering: .relaxed) }
+        metrics.sleepingWorkers = scheduler.sleep.sleepingCount
+        metrics.injectionPending = scheduler.injection.contains { $0.mayHaveWork }
         return metrics
+    }
+}
+
+extension JobSystem {
+    /// Calls `handler` with a `metrics()` snapshot every `interval`, from a thread of its own
+    /// (named "sp-report"), until the returned report is stopped or the system shuts down.
+    /// Off unless called; the workers do no extra work for it (a snapshot reads their counters).
+    ///
+    /// Thread-safe. `handler` runs on the reporting thread, one call at a time; it must not
+    /// block for long (later snapshots wait for it).
+    /// - Precondition: `interval` is positive.
+    @discardableResult
+    public func reportMetrics(every interval: Duration, _ handler: @escaping @Sendable (Metrics) -> Void) -> MetricsReport {
+        let nanoseconds = interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000
+        require(nanoseconds > 0, "JobSystem.reportMetrics(every: \(interval)): the interval must be positive")
+        let report = MetricsReport()
+        let scheduler = self.scheduler
+        let refused = OSThread.detach(name: "sp-report") {
+            report.thread.store(UInt(pthread_self()), ordering: .releasing)
+            while report.stopWord.pointee.load(ordering: .acquiring) == 0 {
+                if Futex.wait(on: report.stopWord, expected: 0, timeoutNanoseconds: UInt64(nanoseconds)) == .timedOut,
+                   report.stopWord.pointee.load(ordering: .acquiring) == 0 {
+                    handler(JobSystem.metrics(of: scheduler))
+                }
+            }
+            report.exitedWord.pointee.store(1, ordering: .releasing)
+            _ = Futex.wake(report.exitedWord, count: Int32.max)
+        }
+        if refused != nil {
+            // No thread (the kernel refused one): the report is stopped from the start.
+            report.stopWord.pointee.store(1, ordering: .releasing)
+            report.exitedWord.pointee.store(1, ordering: .releasing)
+        }
+        onShutdown { _ in report.stop() }
+        return report
+    }
+
+    /// A periodic metrics report started by `reportMetrics(every:_:)`.
+    public final class MetricsReport: Sendable {
+        // SAFETY: the words are atomics in memory owned by this object.
+        nonisolated(unsafe) let stopWord: UnsafeMutablePointer<Atomic<UInt32>>
+        nonisolated(unsafe) let exitedWord: UnsafeMutablePointer<Atomic<UInt32>>
+        let thread = Atomic<UInt>(0)
+
+        init() {
+            stopWord = .allocate(capacity: 1)
+            stopWord.initialize(to: Atomic(0))
+            exitedWord = .allocate(capacity: 1)
+            exitedWord.initialize(to: Atomic(0))
+        }
+
+        deinit {
+            stopWord.deallocate()
+            exitedWord.deallocate()
+        }
+
+        /// Stops the report. When it returns, no handler call is running or will start, unless
+        /// called from the handler itself (then the current call is the last). Idempotent; may
+        /// block for the length of a handler call in progress.
+        public func stop() {
+            stopWord.pointee.store(1, ordering: .releasing)
+            _ = Futex.wake(stopWord, count: Int32.max)
+            guard thread.load(ordering: .acquiring) != UInt(pthread_self()) else { return }
+            while exitedWord.pointee.load(ordering: .acquiring) == 0 {
+                _ = Futex.wait(on: exitedWord, expected: 0)
+            }
+        }
+
+        /// Whether `stop()` was called or the system shut down.
+        public var isStopped: Bool { stopWord.pointee.load(ordering: .acquiring) != 0 }
     }
 }
 

@@ -61,6 +61,8 @@ extension JobSystem.Configuration {
 
     /// The options as text settings name them (`SPINDLE_<KEY>` in the environment, `spindle.<key>`
     /// in files, `--spindle-<key>` on command lines).
+    ///
+    /// `allCases` lists `preset` first: applying options in that order lets the others refine it.
     public enum Key: String, CaseIterable, Hashable, Sendable {
         case preset
         case workers
@@ -128,6 +130,15 @@ extension JobSystem.Pinning {
         case "compact": self = .compact
         case "avoid-smt": self = .avoidSMTSiblings
         default: return nil
+        }
+    }
+
+    /// The strategy's text name (one of `names`).
+    public var name: String {
+        switch self {
+        case .none: "none"
+        case .compact: "compact"
+        case .avoidSMTSiblings: "avoid-smt"
         }
     }
 }

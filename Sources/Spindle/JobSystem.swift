@@ -24,11 +24,16 @@ import Musl
 ///
 /// Thread-safety: all members are thread-safe. Members that block say so.
 public final class JobSystem: @unchecked Sendable {
-    // SAFETY: immutable after init; the scheduler is thread-safe.
+    // SAFETY: immutable after init except `shutdownHandlers` (only under `shutdownLock`); the
+    // scheduler is thread-safe.
     @usableFromInline let scheduler: Scheduler
 
     /// The configuration the system was created with.
     public let configuration: Configuration
+
+    /// `onShutdown` handlers not yet called; nil once they ran. Only under `shutdownLock`.
+    private var shutdownHandlers: [@Sendable (Metrics) -> Void]? = []
+    private let shutdownLock = Lock()
 
     /// Starts the workers.
     ///
@@ -55,6 +60,7 @@ public final class JobSystem: @unchecked Sendable {
     /// cannot wait for itself).
     deinit {
         scheduler.shutdownAndJoin(join: scheduler.currentWorker() == nil)
+        runShutdownHandlers()
     }
 
     /// The number of worker threads.
@@ -63,6 +69,14 @@ public final class JobSystem: @unchecked Sendable {
     /// The NUMA topology the system follows (docs/numa.md): from libnuma, from the
     /// configuration, or one node with the reason in `source`.
     public var topology: NumaTopology { scheduler.topology }
+
+    /// The CPU worker `index` is pinned to, or nil when `pinning` is `.none`.
+    /// - Precondition: `0 <= index < workerCount`.
+    public func cpu(ofWorker index: Int) -> Int? {
+        require(index >= 0 && index < workerCount,
+                "JobSystem.cpu(ofWorker: \(index)): workers are numbered 0..<\(workerCount)")
+        return scheduler.workerCPUs[index]
+    }
 
     /// The node (an index into `topology.nodes`) of worker `index`: the node of its CPU.
     /// - Precondition: `0 <= index < workerCount`.
@@ -171,8 +185,34 @@ public final class JobSystem: @unchecked Sendable {
         require(scheduler.currentWorker() == nil,
                      "JobSystem.shutdown() called from one of its own jobs: it would wait for itself; call it from outside the job system")
         scheduler.shutdownAndJoin()
+        runShutdownHandlers()
     }
 
     /// Whether `shutdown()` has been called (or the system was released).
     public var isShutDown: Bool { scheduler.shutdownRequested.load(ordering: .acquiring) }
+
+    /// Calls `handler` once, with the final `metrics()`, after the workers have stopped: from
+    /// `shutdown()` or `deinit`, on the thread that stopped the system. If the system has already
+    /// stopped, calls it at once on the calling thread. For logging and metrics integrations
+    /// (SpindleObservability).
+    ///
+    /// Thread-safe. `handler` must not call `shutdown()` or submit work.
+    public func onShutdown(_ handler: @escaping @Sendable (Metrics) -> Void) {
+        let added = shutdownLock.withLock { () -> Bool in
+            guard shutdownHandlers != nil else { return false }
+            shutdownHandlers!.append(handler)
+            return true
+        }
+        if !added { handler(metrics()) }
+    }
+
+    private func runShutdownHandlers() {
+        let handlers = shutdownLock.withLock { () -> [@Sendable (Metrics) -> Void] in
+            defer { shutdownHandlers = nil }
+            return shutdownHandlers ?? []
+        }
+        guard !handlers.isEmpty else { return }
+        let final = metrics()
+        for handler in handlers { handler(final) }
+    }
 }
