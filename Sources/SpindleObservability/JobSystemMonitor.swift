@@ -1,0 +1,292 @@
+// A periodic look at a running job system (and its pipelines): a status report through swift-log
+// and counters, gauges and timers through swift-metrics. docs/observability.md.
+
+import Logging
+import Metrics
+import Spindle
+import Synchronization
+
+/// Watches a job system: every `interval` it reads `JobSystem.metrics()` (and the stage metrics
+/// of pipelines it was given), logs a status report when asked to, and reports the changes
+/// through swift-metrics.
+///
+/// ```swift
+/// let monitor = JobSystemMonitor(jobs, logger: logger, options: .init(statusReport: true))
+/// … // work
+/// monitor.stop()   // or let the job system shut down
+/// ```
+///
+/// The workers do no extra work for it: a sample reads their counters from the monitor's thread
+/// ("sp-report"). Metrics, all with the label prefix `options.label` (default "spindle"):
+///
+/// | Label | Kind | Dimensions | What |
+/// |---|---|---|---|
+/// | `spindle.jobs` | counter | worker | jobs finished |
+/// | `spindle.steals` | counter | worker | jobs taken from another worker |
+/// | `spindle.steal_attempts` | counter | worker | steal attempts on a non-empty-looking deque |
+/// | `spindle.fiber.parks` | counter | worker | fibers parked on a counter or join |
+/// | `spindle.sleeps` | counter | worker | times the worker slept on its futex |
+/// | `spindle.queue_depth` | gauge | worker | jobs in the worker's deques |
+/// | `spindle.workers.sleeping` | gauge | | workers asleep |
+/// | `spindle.fiber.stacks` | gauge | | fiber stacks mapped |
+/// | `spindle.memory.frame_bytes` | gauge | | frame-allocator memory held |
+/// | `spindle.memory.record_bytes` | gauge | | job-record chunk memory |
+/// | `spindle.pipeline.items_in`, `…items_out` | counter | pipeline, stage | items through a stage |
+/// | `spindle.pipeline.queued` | gauge | pipeline, stage | items waiting in its input channels |
+/// | `spindle.pipeline.item_time` | timer | pipeline, stage | busy time per item (mean of a sample) |
+/// | `spindle.pipeline.waiting_for_input`, `…waiting_for_room` | timer | pipeline, stage | time blocked in a sample |
+///
+/// Thread-safety: all members are thread-safe. `sample()` and `stop()` may block for the length
+/// of a sample in progress.
+public final class JobSystemMonitor: Sendable {
+    /// What the monitor reports and how often.
+    public struct Options: Sendable {
+        /// Time between samples. Default: one second.
+        public var interval: Duration
+        /// Whether every sample is logged as `spindle.status` (per-worker jobs, steals, parks,
+        /// queue depth). Default: off (the start-up and shutdown events are logged regardless
+        /// when a logger is given).
+        public var statusReport: Bool
+        /// The level of the status report. Default: info.
+        public var statusLevel: Logger.Level
+        /// Whether swift-metrics receives counters, gauges and timers. Default: on.
+        public var metrics: Bool
+        /// The prefix of every metric label. Default: "spindle".
+        public var label: String
+
+        public init(interval: Duration = .seconds(1), statusReport: Bool = false, statusLevel: Logger.Level = .info,
+                    metrics: Bool = true, label: String = "spindle") {
+            self.interval = interval
+            self.statusReport = statusReport
+            self.statusLevel = statusLevel
+            self.metrics = metrics
+            self.label = label
+        }
+    }
+
+    private let jobs: JobSystem
+    private let logger: Logger?
+    private let options: Options
+    private let state: Mutex<State>
+    private let report: Mutex<JobSystem.MetricsReport?>
+
+    /// Starts watching `jobs`: the first sample is taken one interval from now.
+    ///
+    /// - Parameters:
+    ///   - logger: where the status report goes; nil for metrics only.
+    ///   - metricsFactory: the swift-metrics backend; nil for the one the application
+    ///     bootstrapped (`MetricsSystem.factory`).
+    /// - Precondition: `options.interval` is positive.
+    public init(_ jobs: JobSystem, logger: Logger? = nil, options: Options = Options(),
+                metricsFactory: (any MetricsFactory)? = nil) {
+        self.jobs = jobs
+        self.logger = logger
+        self.options = options
+        let factory = metricsFactory ?? MetricsSystem.factory
+        state = Mutex(State(workers: (0..<jobs.workerCount).map { WorkerMetrics(worker: $0, label: options.label, factory: factory) },
+                            system: SystemMetrics(label: options.label, factory: factory),
+                            factory: factory))
+        report = Mutex(nil)
+        let started = jobs.reportMetrics(every: options.interval) { [weak self] snapshot in
+            self?.record(snapshot)
+        }
+        report.withLock { $0 = started }
+    }
+
+    deinit {
+        report.withLock { $0 }?.stop()
+    }
+
+    /// Stops the periodic samples (after one last sample). Idempotent.
+    public func stop() {
+        guard let running = report.withLock({ report in defer { report = nil }; return report }) else { return }
+        running.stop()
+        record(jobs.metrics())
+    }
+
+    /// Takes a sample now, outside the schedule: logs the status report (if on) and updates
+    /// the metrics with what changed since the previous sample.
+    public func sample() {
+        record(jobs.metrics())
+    }
+
+    /// Adds `run`'s stages to every sample until the run finishes (its last counts included).
+    /// `name` is the `pipeline` dimension of its metrics.
+    public func observe<Input>(_ run: PipelineRun<Input>, name: String) {
+        let source = PipelineSource(name: name, metrics: { run.metrics() }, isFinished: { run.isFinished })
+        state.withLock { $0.pipelines.append(PipelineState(source: source)) }
+    }
+
+    // MARK: Sampling
+
+    private struct State: ~Copyable {
+        var previous: JobSystem.Metrics?
+        var workers: [WorkerMetrics]
+        var system: SystemMetrics
+        let factory: any MetricsFactory
+        var pipelines: [PipelineState] = []
+        var reportedBindFailures = 0
+    }
+
+    private func record(_ snapshot: JobSystem.Metrics) {
+        state.withLock { state in
+            let previous = state.previous
+            let before = previous?.workers ?? Array(repeating: JobSystem.Metrics.Counters(), count: snapshot.workers.count)
+            if options.metrics {
+                for (index, counters) in snapshot.workers.enumerated() where index < state.workers.count {
+                    state.workers[index].record(counters, since: before[index])
+                }
+                state.system.record(snapshot)
+                for index in state.pipelines.indices {
+                    state.pipelines[index].record(label: options.label, factory: state.factory)
+                }
+            } else {
+                for index in state.pipelines.indices { state.pipelines[index].skip() }
+            }
+            state.pipelines.removeAll { $0.finished }
+            if let logger {
+                if options.statusReport { logStatus(snapshot, since: before, logger: logger) }
+                if snapshot.numaBindFailures > state.reportedBindFailures {
+                    logger.warning("spindle.numa-bind-refused", metadata: [
+                        "refused": "\(snapshot.numaBindFailures)",
+                        "meaning": "the kernel refused to place memory on a node; it is used unplaced",
+                    ])
+                    state.reportedBindFailures = snapshot.numaBindFailures
+                }
+            }
+            state.previous = snapshot
+        }
+    }
+
+    private func logStatus(_ snapshot: JobSystem.Metrics, since before: [JobSystem.Metrics.Counters], logger: Logger) {
+        var workers: [Logger.MetadataValue] = []
+        for (index, counters) in snapshot.workers.enumerated() {
+            let old = index < before.count ? before[index] : JobSystem.Metrics.Counters()
+            workers.append(.dictionary([
+                "worker": "\(index)",
+                "jobs": "\(counters.jobsRun &- old.jobsRun)",
+                "steals": "\(counters.steals &- old.steals)",
+                "parks": "\(counters.fibersParked &- old.fibersParked)",
+                "sleeps": "\(counters.sleeps &- old.sleeps)",
+                "queued": "\(counters.queued)",
+            ]))
+        }
+        let total = snapshot.total
+        let oldTotal = before.reduce(into: (jobs: UInt64(0), steals: UInt64(0))) {
+            $0.jobs &+= $1.jobsRun
+            $0.steals &+= $1.steals
+        }
+        logger.log(level: options.statusLevel, "spindle.status", metadata: [
+            "jobs": "\(total.jobsRun &- oldTotal.jobs)",
+            "steals": "\(total.steals &- oldTotal.steals)",
+            "queued": "\(total.queued)",
+            "injection-pending": "\(snapshot.injectionPending)",
+            "sleeping": "\(snapshot.sleepingWorkers)",
+            "fiber-stacks": "\(snapshot.fiberStacks)",
+            "workers": .array(workers),
+        ])
+    }
+}
+
+/// The swift-metrics handles of one worker.
+private struct WorkerMetrics {
+    let jobs, steals, stealAttempts, parks, sleeps: Counter
+    let queued: Gauge
+
+    init(worker: Int, label: String, factory: any MetricsFactory) {
+        let dimensions = [("worker", String(worker))]
+        jobs = Counter(label: "\(label).jobs", dimensions: dimensions, factory: factory)
+        steals = Counter(label: "\(label).steals", dimensions: dimensions, factory: factory)
+        stealAttempts = Counter(label: "\(label).steal_attempts", dimensions: dimensions, factory: factory)
+        parks = Counter(label: "\(label).fiber.parks", dimensions: dimensions, factory: factory)
+        sleeps = Counter(label: "\(label).sleeps", dimensions: dimensions, factory: factory)
+        queued = Gauge(label: "\(label).queue_depth", dimensions: dimensions, factory: factory)
+    }
+
+    func record(_ now: JobSystem.Metrics.Counters, since old: JobSystem.Metrics.Counters) {
+        Self.add(now.jobsRun, old.jobsRun, to: jobs)
+        Self.add(now.steals, old.steals, to: steals)
+        Self.add(now.stealAttempts, old.stealAttempts, to: stealAttempts)
+        Self.add(now.fibersParked, old.fibersParked, to: parks)
+        Self.add(now.sleeps, old.sleeps, to: sleeps)
+        queued.record(Int64(clamping: now.queued))
+    }
+
+    private static func add(_ now: UInt64, _ old: UInt64, to counter: Counter) {
+        guard now > old else { return }
+        counter.increment(by: Int64(clamping: now - old))
+    }
+}
+
+/// The swift-metrics handles of the system as a whole.
+private struct SystemMetrics {
+    let sleeping, fiberStacks, frameBytes, recordBytes: Gauge
+
+    init(label: String, factory: any MetricsFactory) {
+        sleeping = Gauge(label: "\(label).workers.sleeping", factory: factory)
+        fiberStacks = Gauge(label: "\(label).fiber.stacks", factory: factory)
+        frameBytes = Gauge(label: "\(label).memory.frame_bytes", factory: factory)
+        recordBytes = Gauge(label: "\(label).memory.record_bytes", factory: factory)
+    }
+
+    func record(_ snapshot: JobSystem.Metrics) {
+        sleeping.record(snapshot.sleepingWorkers)
+        fiberStacks.record(snapshot.fiberStacks)
+        frameBytes.record(Int64(clamping: snapshot.total.frameBytes))
+        recordBytes.record(snapshot.recordBytes)
+    }
+}
+
+/// A pipeline run, type-erased.
+private struct PipelineSource: Sendable {
+    let name: String
+    let metrics: @Sendable () -> [StageMetrics]
+    let isFinished: @Sendable () -> Bool
+}
+
+/// A watched pipeline: its handles per stage and the previous sample.
+private struct PipelineState {
+    let source: PipelineSource
+    var previous: [StageMetrics] = []
+    var finished = false
+
+    init(source: PipelineSource) { self.source = source }
+
+    /// Reads the stages (finished is read first, so a finished run's last counts are included).
+    private mutating func read() -> [StageMetrics] {
+        finished = source.isFinished()
+        return source.metrics()
+    }
+
+    mutating func skip() {
+        previous = read()
+    }
+
+    mutating func record(label: String, factory: any MetricsFactory) {
+        let stages = read()
+        for stage in stages {
+            let old = previous.first { $0.name == stage.name }
+            let dimensions = [("pipeline", source.name), ("stage", stage.name)]
+            let itemsIn = stage.itemsIn - (old?.itemsIn ?? 0)
+            let itemsOut = stage.itemsOut - (old?.itemsOut ?? 0)
+            if itemsIn > 0 { Counter(label: "\(label).pipeline.items_in", dimensions: dimensions, factory: factory).increment(by: itemsIn) }
+            if itemsOut > 0 { Counter(label: "\(label).pipeline.items_out", dimensions: dimensions, factory: factory).increment(by: itemsOut) }
+            Gauge(label: "\(label).pipeline.queued", dimensions: dimensions, factory: factory).record(stage.queued)
+            let busy = stage.busy - (old?.busy ?? .zero)
+            if itemsIn > 0 {
+                Timer(label: "\(label).pipeline.item_time", dimensions: dimensions, factory: factory)
+                    .recordNanoseconds(Self.nanoseconds(busy) / Int64(itemsIn))
+            }
+            Timer(label: "\(label).pipeline.waiting_for_input", dimensions: dimensions, factory: factory)
+                .recordNanoseconds(Self.nanoseconds(stage.waitingForInput - (old?.waitingForInput ?? .zero)))
+            Timer(label: "\(label).pipeline.waiting_for_room", dimensions: dimensions, factory: factory)
+                .recordNanoseconds(Self.nanoseconds(stage.waitingForRoom - (old?.waitingForRoom ?? .zero)))
+        }
+        previous = stages
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return max(0, seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
+    }
+}
