@@ -30,6 +30,7 @@ extension JobSystem {
         /// must place every worker's CPU in a node. docs/numa.md.
         public var topology: NumaTopology?
 
+        /// A configuration; every parameter defaults to the documented default of its property.
         public init(
             workers: Int? = nil,
             cpus: CPUSet? = nil,

@@ -16,15 +16,19 @@ extension JobSystem {
         public struct Counters: Hashable, Sendable {
             /// Jobs finished (`run(count:)` counts each index; a `join` half that was stolen counts).
             public var jobsRun: UInt64 = 0
-            /// Steal attempts on a deque that looked non-empty, and the successful ones.
+            /// Steal attempts on a deque that looked non-empty.
             public var stealAttempts: UInt64 = 0
+            /// Jobs taken from another worker's deque (successful steals).
             public var steals: UInt64 = 0
-            /// Fibers mapped and prepared, parked on a counter or join, and resumed.
+            /// Fibers mapped and prepared for jobs.
             public var fibersCreated: UInt64 = 0
+            /// Times a job's fiber parked on a counter or a join.
             public var fibersParked: UInt64 = 0
+            /// Times a parked fiber was resumed.
             public var fibersResumed: UInt64 = 0
-            /// Times the worker went to sleep on its futex, and woke up.
+            /// Times the worker went to sleep on its futex.
             public var sleeps: UInt64 = 0
+            /// Times the worker woke from its futex.
             public var wakeups: UInt64 = 0
             /// Bytes of frame memory the worker's frame allocator holds.
             public var frameBytes: UInt64 = 0

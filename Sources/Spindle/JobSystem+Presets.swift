@@ -154,6 +154,7 @@ extension JobSystem {
         /// What the option accepts.
         public let accepted: String
 
+        /// An error for `value` from `source`; `accepted` says what would have been accepted.
         public init(source: String, value: String, accepted: String) {
             self.source = source
             self.value = value

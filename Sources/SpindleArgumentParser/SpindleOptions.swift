@@ -20,31 +20,38 @@ import Spindle
 /// preset's (or `base`'s) value. Invalid values stop parsing with a message that names the flag,
 /// the value and what is accepted.
 public struct SpindleOptions: ParsableArguments, Sendable {
+    /// `--spindle-preset`: the starting configuration.
     @Option(name: .customLong("spindle-preset"),
             help: ArgumentHelp("Starting configuration.", discussion: JobSystem.Configuration.Key.preset.accepted,
                                valueName: "preset"))
     public var preset: String?
 
+    /// `--spindle-workers`: the number of worker threads.
     @Option(name: .customLong("spindle-workers"),
             help: ArgumentHelp("Worker threads (default: one per allowed CPU).", valueName: "count"))
     public var workers: String?
 
+    /// `--spindle-cpuset`: the CPUs workers may use.
     @Option(name: .customLong("spindle-cpuset"),
             help: ArgumentHelp("CPUs the workers may use, in taskset -c form (default: all allowed).", valueName: "list"))
     public var cpuset: String?
 
+    /// `--spindle-pinning`: how workers are pinned.
     @Option(name: .customLong("spindle-pinning"),
             help: ArgumentHelp("How workers are pinned: \(JobSystem.Pinning.names.joined(separator: ", ")).", valueName: "strategy"))
     public var pinning: String?
 
+    /// `--spindle-thread-prefix`: the worker thread name prefix.
     @Option(name: .customLong("spindle-thread-prefix"),
             help: ArgumentHelp("Worker thread name prefix (default: spindle-w).", valueName: "prefix"))
     public var threadPrefix: String?
 
+    /// `--spindle-spin-us`: the idle spin before sleeping, in microseconds.
     @Option(name: .customLong("spindle-spin-us"),
             help: ArgumentHelp("Microseconds an idle worker spins before sleeping (default: 50).", valueName: "µs"))
     public var spinMicroseconds: String?
 
+    /// No options given (what the parser starts from).
     public init() {}
 
     /// The options given, in the order they are applied (the preset first), with their flags.
@@ -71,6 +78,7 @@ public struct SpindleOptions: ParsableArguments, Sendable {
         return configuration
     }
 
+    /// Checks every given value while parsing, so a bad one is reported as a usage error.
     public func validate() throws {
         do {
             _ = try configuration()

@@ -54,6 +54,7 @@ public final class JobSystemMonitor: Sendable {
         /// The prefix of every metric label. Default: "spindle".
         public var label: String
 
+        /// Options; every parameter defaults to the documented default of its property.
         public init(interval: Duration = .seconds(1), statusReport: Bool = false, statusLevel: Logger.Level = .info,
                     metrics: Bool = true, label: String = "spindle") {
             self.interval = interval

@@ -20,8 +20,11 @@ import Musl
 ///
 /// Both sizes are rounded up to whole pages. A value type; thread-safe like any `Sendable` value.
 public struct FiberStackConfiguration: Hashable, Sendable, CustomStringConvertible {
+    /// 256 KiB: the default usable stack size.
     public static let defaultStackSize = 256 * 1024
+    /// 64 KiB: the smallest stack accepted.
     public static let minimumStackSize = 64 * 1024
+    /// 64 KiB: the default guard region below each stack.
     public static let defaultGuardSize = 64 * 1024
     /// Stacks larger than this are almost certainly a unit mistake (bytes vs. KiB).
     public static let maximumStackSize = 1 << 30

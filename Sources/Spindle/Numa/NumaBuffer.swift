@@ -27,9 +27,12 @@ public final class NumaBuffer<Element: BitwiseCopyable & Sendable>: @unchecked S
         case blocked
     }
 
+    /// One block of a buffer: its node and its index range.
     public typealias Block = NumaBlock
 
+    /// The number of elements.
     public let count: Int
+    /// How the pages are placed on nodes.
     public let placement: Placement
     /// The blocks loops start on their nodes: one per node for `.blocked`, otherwise one block
     /// of everything (on the chosen node, or node 0 for `.interleaved`).
@@ -129,7 +132,9 @@ public final class NumaBuffer<Element: BitwiseCopyable & Sendable>: @unchecked S
 /// A run of a `NumaBuffer`'s elements and the node (index into the topology's nodes) it was
 /// placed on.
 public struct NumaBlock: Hashable, Sendable {
+    /// The index of the node (in `topology.nodes`) whose memory holds the block.
     public let node: Int
+    /// The element indices of the block.
     public let range: Range<Int>
 }
 

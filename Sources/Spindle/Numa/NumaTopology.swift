@@ -17,9 +17,12 @@ import Musl
 public struct NumaTopology: Hashable, Sendable, CustomStringConvertible {
     /// One node: its number (as the kernel numbers it) and the allowed CPUs on it.
     public struct Node: Hashable, Sendable {
+        /// The node number as the kernel numbers it.
         public let id: Int
+        /// The node's CPUs that this process may use.
         public let cpus: CPUSet
 
+        /// Node `id` with `cpus`.
         public init(id: Int, cpus: CPUSet) {
             self.id = id
             self.cpus = cpus
@@ -41,6 +44,7 @@ public struct NumaTopology: Hashable, Sendable, CustomStringConvertible {
     /// `distances[i][j]`: the distance between `nodes[i]` and `nodes[j]` (10 for a node to
     /// itself, by the ACPI SLIT convention libnuma reports).
     public let distances: [[Int]]
+    /// Where the topology came from: libnuma, the application, or a fallback and its reason.
     public let source: Source
 
     /// Errors in a hand-built topology.

@@ -25,6 +25,7 @@ public struct CPUSet: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral, C
         for cpu in cpus { insert(cpu) }
     }
 
+    /// The set of the listed CPUs (duplicates count once).
     public init(arrayLiteral cpus: Int...) { self.init(cpus) }
 
     /// Builds a set from the kernel's affinity bitmask layout (array of `unsigned long`).
@@ -43,6 +44,7 @@ public struct CPUSet: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral, C
     /// The number of CPUs in the set. O(n) in the highest CPU number.
     public var count: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
 
+    /// Whether the set holds no CPU.
     public var isEmpty: Bool { words.isEmpty }
 
     /// O(1).
@@ -118,6 +120,7 @@ extension CPUSet {
     /// Why a CPU list could not be parsed. `description` names the input, the problem, and what
     /// is accepted.
     public struct ParseError: Error, Hashable, Sendable, CustomStringConvertible {
+        /// What is wrong with the text.
         public enum Reason: Hashable, Sendable {
             /// The input has no CPUs at all (`""`, `" "`).
             case empty
@@ -129,7 +132,9 @@ extension CPUSet {
             case outOfRange(cpu: String)
         }
 
+        /// The text that could not be parsed.
         public let input: String
+        /// What is wrong with it.
         public let reason: Reason
 
         public var description: String {

@@ -89,7 +89,9 @@ public enum CurrentThread {
 
 /// A thread name was longer than Linux allows.
 public struct ThreadNameError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The name that was asked for.
     public let name: String
+    /// Its length in UTF-8 bytes.
     public let byteCount: Int
 
     public var description: String {

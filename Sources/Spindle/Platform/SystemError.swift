@@ -14,6 +14,7 @@ public struct SystemError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The `errno` value it reported.
     public let errno: CInt
 
+    /// The failure of `call` with the error number `errno`.
     public init(call: String, errno: CInt) {
         self.call = call
         self.errno = errno
