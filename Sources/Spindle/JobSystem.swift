@@ -193,8 +193,9 @@ public final class JobSystem: @unchecked Sendable {
 
     /// Calls `handler` once, with the final `metrics()`, after the workers have stopped: from
     /// `shutdown()` or `deinit`, on the thread that stopped the system. If the system has already
-    /// stopped, calls it at once on the calling thread. For logging and metrics integrations
-    /// (SpindleObservability).
+    /// stopped, calls it at once on the calling thread. (When the last reference is dropped inside
+    /// one of the system's own jobs, the handlers run there while the workers finish on their own.)
+    /// For logging and metrics integrations (SpindleObservability).
     ///
     /// Thread-safe. `handler` must not call `shutdown()` or submit work.
     public func onShutdown(_ handler: @escaping @Sendable (Metrics) -> Void) {
