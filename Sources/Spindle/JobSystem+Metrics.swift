@@ -66,6 +66,11 @@ extension JobSystem {
         public var numaFallback: String? = nil
         /// Memory-placement requests (`mbind`) the kernel refused; the memory works, unplaced.
         public var numaBindFailures: Int = 0
+        /// The error number of the latest placement request the kernel refused in this process
+        /// (any system's), or nil if none was: for example `ENOMEM` when the process ran out of
+        /// memory-map entries or the node of memory, `EPERM`/`ENOSYS` where a container forbids
+        /// `mbind`.
+        public var numaLastBindErrno: Int32? = nil
         /// Workers asleep on their futex when the snapshot was taken.
         public var sleepingWorkers: Int = 0
         /// Whether jobs submitted from outside the system were waiting in an injection queue
@@ -101,6 +106,8 @@ extension JobSystem {
         if case .fallback(let reason) = scheduler.topology.source { metrics.numaFallback = reason }
         metrics.numaBindFailures = scheduler.bindFailures.load(ordering: .relaxed)
             + scheduler.chunkPools.reduce(0) { $0 + $1.bindFailures.load(ordering: .relaxed) }
+        let refusal = NumaMemory.lastRefusal.load(ordering: .relaxed)
+        metrics.numaLastBindErrno = refusal == 0 ? nil : refusal
         metrics.sleepingWorkers = scheduler.sleep.sleepingCount
         metrics.injectionPending = scheduler.injection.contains { $0.mayHaveWork }
         return metrics

@@ -150,6 +150,7 @@ public final class JobSystemMonitor: Sendable {
                 if snapshot.numaBindFailures > state.reportedBindFailures {
                     logger.warning("spindle.numa-bind-refused", metadata: [
                         "refused": "\(snapshot.numaBindFailures)",
+                        "errno": "\(snapshot.numaLastBindErrno.map(String.init) ?? "unknown")",
                         "meaning": "the kernel refused to place memory on a node; it is used unplaced",
                     ])
                     state.reportedBindFailures = snapshot.numaBindFailures

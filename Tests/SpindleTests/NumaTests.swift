@@ -119,6 +119,22 @@ struct NumaTests {
     }
 
     @Test
+    func aRefusedBindIsReportedWithItsErrno() throws {
+        // A node that cannot exist: the kernel refuses the bind, the memory stays usable, and
+        // the metrics say why.
+        let length = 4096
+        let memory = try #require(mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+        defer { munmap(memory, length) }
+        #expect(!MemoryPlacement.kernel.bind(memory, length, .preferred(node: 4000)))
+        memory.storeBytes(of: 7, as: Int.self)
+        #expect(memory.load(as: Int.self) == 7)
+        let jobs = try JobSystem(configuration: JobSystem.Configuration(workers: 1))
+        defer { jobs.shutdown() }
+        let reported = jobs.metrics().numaLastBindErrno
+        #expect(reported == EINVAL || reported == ENOSYS || reported == EPERM, "errno \(String(describing: reported))")
+    }
+
+    @Test
     func blocksSplitOnPageBoundariesAndCoverEverything() {
         for (count, nodes) in [(10_000, 2), (1, 4), (0, 2), (1 << 20, 3), (4097, 4)] {
             let blocks = NumaPolicy.blocks(count: count, elementStride: 4, nodes: nodes, pageSize: 4096)
@@ -167,7 +183,7 @@ struct NumaTests {
             // stack is either placed or accounted for there.
             let refused = jobs.metrics().numaBindFailures
             #expect(checked.current + refused >= 64 && checked.current > 0,
-                    "stack pages not on their worker's node: \(checked.current) of 64 placed, \(refused) binds refused")
+                    "stack pages not on their worker's node: \(checked.current) of 64 placed, \(refused) binds refused (latest errno \(jobs.metrics().numaLastBindErrno.map(String.init) ?? "none"))")
             jobs.frame {
                 jobs.wait(for: jobs.run(count: 16) { _, ctx in
                     let scratch = ctx.frameAllocate(Int64.self, count: 4096)
@@ -180,12 +196,13 @@ struct NumaTests {
                 })
             }
             #expect(checked.current + jobs.metrics().numaBindFailures >= 64 + 16,
-                    "frame memory not on its worker's node: \(checked.current) of 80 placed, \(jobs.metrics().numaBindFailures) binds refused")
+                    "frame memory not on its worker's node: \(checked.current) of 80 placed, \(jobs.metrics().numaBindFailures) binds refused (latest errno \(jobs.metrics().numaLastBindErrno.map(String.init) ?? "none"))")
             for chunk in jobs.scheduler.chunkPools[0].mappedChunks {
                 let (mode, nodes) = try! NumaMemory.policy(of: chunk)
                 #expect(mode == NumaMemory.preferredMode && nodes == [firstNode])
             }
-            #expect(jobs.metrics().numaBindFailures == 0)
+            #expect(jobs.metrics().numaBindFailures == 0,
+                    "latest refused bind: errno \(jobs.metrics().numaLastBindErrno.map(String.init) ?? "none")")
         }
     }
 

@@ -29,9 +29,11 @@ struct MemoryPlacement: Sendable {
         guard let highest = nodes.max(), highest >= 0, highest < 4096 else { return false }
         var mask = [UInt](repeating: 0, count: highest / UInt.bitWidth + 1)
         for node in nodes { mask[node / UInt.bitWidth] |= 1 << UInt(node % UInt.bitWidth) }
-        return mask.withUnsafeBufferPointer { words in
-            spindle_mbind(address, UInt(length), mode, words.baseAddress, UInt(words.count * UInt.bitWidth + 1), 0) == 0
+        let refused = mask.withUnsafeBufferPointer { words in
+            spindle_mbind(address, UInt(length), mode, words.baseAddress, UInt(words.count * UInt.bitWidth + 1), 0) != 0
         }
+        if refused { NumaMemory.lastRefusal.store(errno, ordering: .relaxed) }
+        return !refused
     }
 }
 
@@ -42,6 +44,9 @@ public enum NumaMemory {
     static let preferredMode: Int32 = 1  // MPOL_PREFERRED
     static let bindMode: Int32 = 2  // MPOL_BIND
     static let interleaveMode: Int32 = 3  // MPOL_INTERLEAVE
+
+    /// The errno of the latest `mbind` the kernel refused in this process (0: none yet).
+    static let lastRefusal = Atomic<Int32>(0)
 
     /// The kernel node of each page holding one of `addresses`, or nil for a page that is not
     /// present (never touched, or swapped out). Uses `move_pages(2)` without moving anything.

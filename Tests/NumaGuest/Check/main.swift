@@ -136,7 +136,7 @@ do {
     }
     check(buffer.withUnsafeMutableBufferPointer { $0.allSatisfy { $0 == 11 } }, "every element of the blocked buffer was updated 10 times")
 }
-check(jobs.metrics().numaBindFailures == 0, "the kernel accepted every placement (numaBindFailures \(jobs.metrics().numaBindFailures))")
+check(jobs.metrics().numaBindFailures == 0, "the kernel accepted every placement (numaBindFailures \(jobs.metrics().numaBindFailures), latest errno \(jobs.metrics().numaLastBindErrno.map(String.init) ?? "none"))")
 jobs.shutdown()
 print(failures == 0 ? "numa-check: all passed" : "numa-check: \(failures) failed")
 exit(failures == 0 ? 0 : 1)
