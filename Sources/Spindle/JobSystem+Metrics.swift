@@ -124,18 +124,13 @@ extension JobSystem {
     /// - Precondition: `interval` is positive.
     @discardableResult
     public func reportMetrics(every interval: Duration, _ handler: @escaping @Sendable (Metrics) -> Void) -> MetricsReport {
-        let nanoseconds = interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000
-        require(nanoseconds > 0, "JobSystem.reportMetrics(every: \(interval)): the interval must be positive")
+        require(interval.nanosecondsSaturated > 0, "JobSystem.reportMetrics(every: \(interval)): the interval must be positive")
         let report = MetricsReport()
         let scheduler = self.scheduler
-        let refused = OSThread.detach(name: "sp-report") {
-            report.thread.store(UInt(pthread_self()), ordering: .releasing)
-            while report.stopWord.pointee.load(ordering: .acquiring) == 0 {
-                if Futex.wait(on: report.stopWord, expected: 0, timeoutNanoseconds: UInt64(nanoseconds)) == .timedOut,
-                   report.stopWord.pointee.load(ordering: .acquiring) == 0 {
-                    handler(JobSystem.metrics(of: scheduler))
-                }
-            }
+        let refused = OSThread.repeating(name: "sp-report", every: interval, stop: { report.stopWord }) {
+            report.thread.store(UInt(pthread_self()), ordering: .relaxed)  // lets stop() tell it is called from the handler
+            handler(JobSystem.metrics(of: scheduler))
+        } exited: {
             report.exitedWord.pointee.store(1, ordering: .releasing)
             _ = Futex.wake(report.exitedWord, count: Int32.max)
         }

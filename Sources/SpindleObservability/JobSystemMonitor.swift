@@ -250,9 +250,27 @@ private struct PipelineSource: Sendable {
 private struct PipelineState {
     let source: PipelineSource
     var previous: [StageMetrics] = []
+    var handles: [StageHandles] = []
     var finished = false
 
     init(source: PipelineSource) { self.source = source }
+
+    /// The swift-metrics handles of one stage, made when the stage is first seen.
+    struct StageHandles {
+        let itemsIn, itemsOut: Counter
+        let queued: Gauge
+        let itemTime, waitingForInput, waitingForRoom: Timer
+
+        init(label: String, pipeline: String, stage: String, factory: any MetricsFactory) {
+            let dimensions = [("pipeline", pipeline), ("stage", stage)]
+            itemsIn = Counter(label: "\(label).pipeline.items_in", dimensions: dimensions, factory: factory)
+            itemsOut = Counter(label: "\(label).pipeline.items_out", dimensions: dimensions, factory: factory)
+            queued = Gauge(label: "\(label).pipeline.queued", dimensions: dimensions, factory: factory)
+            itemTime = Timer(label: "\(label).pipeline.item_time", dimensions: dimensions, factory: factory)
+            waitingForInput = Timer(label: "\(label).pipeline.waiting_for_input", dimensions: dimensions, factory: factory)
+            waitingForRoom = Timer(label: "\(label).pipeline.waiting_for_room", dimensions: dimensions, factory: factory)
+        }
+    }
 
     /// Reads the stages (finished is read first, so a finished run's last counts are included).
     private mutating func read() -> [StageMetrics] {
@@ -266,23 +284,23 @@ private struct PipelineState {
 
     mutating func record(label: String, factory: any MetricsFactory) {
         let stages = read()
-        for stage in stages {
-            let old = previous.first { $0.name == stage.name }
-            let dimensions = [("pipeline", source.name), ("stage", stage.name)]
+        // A run's stages keep their order and number, so a stage is known by its index.
+        for (index, stage) in stages.enumerated() {
+            if index == handles.count {
+                handles.append(StageHandles(label: label, pipeline: source.name, stage: stage.name, factory: factory))
+            }
+            let stageHandles = handles[index]
+            let old = index < previous.count ? previous[index] : nil
             let itemsIn = stage.itemsIn - (old?.itemsIn ?? 0)
             let itemsOut = stage.itemsOut - (old?.itemsOut ?? 0)
-            if itemsIn > 0 { Counter(label: "\(label).pipeline.items_in", dimensions: dimensions, factory: factory).increment(by: itemsIn) }
-            if itemsOut > 0 { Counter(label: "\(label).pipeline.items_out", dimensions: dimensions, factory: factory).increment(by: itemsOut) }
-            Gauge(label: "\(label).pipeline.queued", dimensions: dimensions, factory: factory).record(stage.queued)
-            let busy = stage.busy - (old?.busy ?? .zero)
+            if itemsIn > 0 { stageHandles.itemsIn.increment(by: itemsIn) }
+            if itemsOut > 0 { stageHandles.itemsOut.increment(by: itemsOut) }
+            stageHandles.queued.record(stage.queued)
             if itemsIn > 0 {
-                Timer(label: "\(label).pipeline.item_time", dimensions: dimensions, factory: factory)
-                    .recordNanoseconds(Self.nanoseconds(busy) / Int64(itemsIn))
+                stageHandles.itemTime.recordNanoseconds(Self.nanoseconds(stage.busy - (old?.busy ?? .zero)) / Int64(itemsIn))
             }
-            Timer(label: "\(label).pipeline.waiting_for_input", dimensions: dimensions, factory: factory)
-                .recordNanoseconds(Self.nanoseconds(stage.waitingForInput - (old?.waitingForInput ?? .zero)))
-            Timer(label: "\(label).pipeline.waiting_for_room", dimensions: dimensions, factory: factory)
-                .recordNanoseconds(Self.nanoseconds(stage.waitingForRoom - (old?.waitingForRoom ?? .zero)))
+            stageHandles.waitingForInput.recordNanoseconds(Self.nanoseconds(stage.waitingForInput - (old?.waitingForInput ?? .zero)))
+            stageHandles.waitingForRoom.recordNanoseconds(Self.nanoseconds(stage.waitingForRoom - (old?.waitingForRoom ?? .zero)))
         }
         previous = stages
     }

@@ -111,15 +111,10 @@ public final class PipelineRun<Input: Sendable>: @unchecked Sendable {
     ///
     /// - Precondition: `interval` is positive.
     public func reportMetrics(every interval: Duration, _ handler: @escaping @Sendable ([StageMetrics]) -> Void) {
-        let nanoseconds = interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000
-        require(nanoseconds > 0, "PipelineRun.reportMetrics(every: \(interval)): the interval must be positive")
+        require(interval.nanosecondsSaturated > 0, "PipelineRun.reportMetrics(every: \(interval)): the interval must be positive")
         let state = self.state
-        OSThread.detach(name: "sp-metrics") {
-            while state.finishedWord.pointee.load(ordering: .acquiring) == 0 {
-                if Futex.wait(on: state.finishedWord, expected: 0, timeoutNanoseconds: UInt64(nanoseconds)) == .timedOut {
-                    handler(state.metrics())
-                }
-            }
+        OSThread.repeating(name: "sp-metrics", every: interval, stop: { state.finishedWord }) {
+            handler(state.metrics())
         }
     }
 }

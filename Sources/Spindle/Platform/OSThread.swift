@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 
 /// Detached OS threads for work that must not run on the workers (dedicated pipeline stages,
 /// the metrics reporter).
@@ -40,5 +41,46 @@ enum OSThread {
         }
         pthread_detach(thread)
         return nil
+    }
+}
+
+extension OSThread {
+    /// Starts a detached thread named `name` that calls `tick` every `interval` until the word
+    /// `stop()` returns (owned by what the closure captures) holds a non-zero value, then calls
+    /// `exited`. The thread
+    /// sleeps on `stop` with a futex timeout, so storing to `stop` and waking it ends the wait at
+    /// once; a tick never starts after the thread has seen `stop` set. Returns nil on success,
+    /// or `pthread_create`'s error number (then nothing runs).
+    ///
+    /// Used by the periodic metrics reports of job systems and pipeline runs.
+    @discardableResult
+    static func repeating(
+        name: String, every interval: Duration,
+        stop: @escaping @Sendable () -> UnsafeMutablePointer<Atomic<UInt32>>,
+        _ tick: @escaping @Sendable () -> Void, exited: @escaping @Sendable () -> Void = {}
+    ) -> Int32? {
+        let nanoseconds = UInt64(interval.nanosecondsSaturated)
+        return detach(name: name) {
+            let word = stop()
+            while word.pointee.load(ordering: .acquiring) == 0 {
+                if Futex.wait(on: word, expected: 0, timeoutNanoseconds: nanoseconds) == .timedOut,
+                   word.pointee.load(ordering: .acquiring) == 0 {
+                    tick()
+                }
+            }
+            exited()
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds (negative durations as they are; saturating at the
+    /// bounds of Int64).
+    var nanosecondsSaturated: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        let (sum, overflowed) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflowed ? (seconds < 0 ? .min : .max) : sum
     }
 }

@@ -107,8 +107,7 @@ final class Scheduler: @unchecked Sendable {
             : []
         injection = Priority.allCases.map { _ in InjectionQueue() }
         sleep = SleepState(workers: workerCount)
-        spinNanoseconds = UInt64(configuration.spinBeforeSleeping.components.seconds) * 1_000_000_000
-            + UInt64(configuration.spinBeforeSleeping.components.attoseconds / 1_000_000_000)
+        spinNanoseconds = UInt64(configuration.spinBeforeSleeping.nanosecondsSaturated)
         var key = pthread_key_t()
         let result = pthread_key_create(&key, nil)
         guard result == 0 else { throw SystemError(call: "pthread_key_create", errno: result) }
