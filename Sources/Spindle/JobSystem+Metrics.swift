@@ -39,7 +39,8 @@ extension JobSystem {
             /// All zero.
             public init() {}
 
-            static func + (lhs: Counters, rhs: Counters) -> Counters {
+            /// The field-by-field sum (wrapping), as `Metrics.total` adds up the workers.
+            public static func + (lhs: Counters, rhs: Counters) -> Counters {
                 var sum = lhs
                 sum.jobsRun &+= rhs.jobsRun
                 sum.stealAttempts &+= rhs.stealAttempts

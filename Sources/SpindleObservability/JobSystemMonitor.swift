@@ -131,11 +131,13 @@ public final class JobSystemMonitor: Sendable {
 
     private func record(_ snapshot: JobSystem.Metrics) {
         state.withLock { state in
-            let previous = state.previous
-            let before = previous?.workers ?? Array(repeating: JobSystem.Metrics.Counters(), count: snapshot.workers.count)
+            // What each worker did since the previous sample (everything, at the first).
+            let changes = snapshot.workers.indices.map { index in
+                snapshot.workers[index].changes(since: state.previous?.workers[index] ?? JobSystem.Metrics.Counters())
+            }
             if options.metrics {
-                for (index, counters) in snapshot.workers.enumerated() where index < state.workers.count {
-                    state.workers[index].record(counters, since: before[index])
+                for (index, change) in changes.enumerated() where index < state.workers.count {
+                    state.workers[index].record(change)
                 }
                 state.system.record(snapshot)
                 for index in state.pipelines.indices {
@@ -146,7 +148,7 @@ public final class JobSystemMonitor: Sendable {
             }
             state.pipelines.removeAll { $0.finished }
             if let logger {
-                if options.statusReport { logStatus(snapshot, since: before, logger: logger) }
+                if options.statusReport { logStatus(snapshot, changes: changes, logger: logger) }
                 if snapshot.numaBindFailures > state.reportedBindFailures {
                     logger.warning("spindle.numa-bind-refused", metadata: [
                         "refused": "\(snapshot.numaBindFailures)",
@@ -160,33 +162,44 @@ public final class JobSystemMonitor: Sendable {
         }
     }
 
-    private func logStatus(_ snapshot: JobSystem.Metrics, since before: [JobSystem.Metrics.Counters], logger: Logger) {
-        var workers: [Logger.MetadataValue] = []
-        for (index, counters) in snapshot.workers.enumerated() {
-            let old = index < before.count ? before[index] : JobSystem.Metrics.Counters()
-            workers.append(.dictionary([
+    private func logStatus(_ snapshot: JobSystem.Metrics, changes: [JobSystem.Metrics.Counters], logger: Logger) {
+        let workers: [Logger.MetadataValue] = changes.enumerated().map { index, change in
+            .dictionary([
                 "worker": "\(index)",
-                "jobs": "\(counters.jobsRun &- old.jobsRun)",
-                "steals": "\(counters.steals &- old.steals)",
-                "parks": "\(counters.fibersParked &- old.fibersParked)",
-                "sleeps": "\(counters.sleeps &- old.sleeps)",
-                "queued": "\(counters.queued)",
-            ]))
+                "jobs": "\(change.jobsRun)",
+                "steals": "\(change.steals)",
+                "parks": "\(change.fibersParked)",
+                "sleeps": "\(change.sleeps)",
+                "queued": "\(change.queued)",
+            ])
         }
-        let total = snapshot.total
-        let oldTotal = before.reduce(into: (jobs: UInt64(0), steals: UInt64(0))) {
-            $0.jobs &+= $1.jobsRun
-            $0.steals &+= $1.steals
-        }
+        let total = changes.reduce(JobSystem.Metrics.Counters(), +)
         logger.log(level: options.statusLevel, "spindle.status", metadata: [
-            "jobs": "\(total.jobsRun &- oldTotal.jobs)",
-            "steals": "\(total.steals &- oldTotal.steals)",
+            "jobs": "\(total.jobsRun)",
+            "steals": "\(total.steals)",
             "queued": "\(total.queued)",
             "injection-pending": "\(snapshot.injectionPending)",
             "sleeping": "\(snapshot.sleepingWorkers)",
             "fiber-stacks": "\(snapshot.fiberStacks)",
             "workers": .array(workers),
         ])
+    }
+}
+
+extension JobSystem.Metrics.Counters {
+    /// The events counted since `earlier` (wrapping differences); the levels (`frameBytes`,
+    /// `queued`) as they are now.
+    fileprivate func changes(since earlier: Self) -> Self {
+        var change = self
+        change.jobsRun &-= earlier.jobsRun
+        change.stealAttempts &-= earlier.stealAttempts
+        change.steals &-= earlier.steals
+        change.fibersCreated &-= earlier.fibersCreated
+        change.fibersParked &-= earlier.fibersParked
+        change.fibersResumed &-= earlier.fibersResumed
+        change.sleeps &-= earlier.sleeps
+        change.wakeups &-= earlier.wakeups
+        return change
     }
 }
 
@@ -205,18 +218,13 @@ private struct WorkerMetrics {
         queued = Gauge(label: "\(label).queue_depth", dimensions: dimensions, factory: factory)
     }
 
-    func record(_ now: JobSystem.Metrics.Counters, since old: JobSystem.Metrics.Counters) {
-        Self.add(now.jobsRun, old.jobsRun, to: jobs)
-        Self.add(now.steals, old.steals, to: steals)
-        Self.add(now.stealAttempts, old.stealAttempts, to: stealAttempts)
-        Self.add(now.fibersParked, old.fibersParked, to: parks)
-        Self.add(now.sleeps, old.sleeps, to: sleeps)
-        queued.record(Int64(clamping: now.queued))
-    }
-
-    private static func add(_ now: UInt64, _ old: UInt64, to counter: Counter) {
-        guard now > old else { return }
-        counter.increment(by: Int64(clamping: now - old))
+    /// `change`: what the worker did since the previous sample (`changes(since:)`).
+    func record(_ change: JobSystem.Metrics.Counters) {
+        for (count, counter) in [(change.jobsRun, jobs), (change.steals, steals), (change.stealAttempts, stealAttempts),
+                                 (change.fibersParked, parks), (change.sleeps, sleeps)] where count > 0 {
+            counter.increment(by: Int64(clamping: count))
+        }
+        queued.record(Int64(clamping: change.queued))
     }
 }
 
