@@ -35,10 +35,10 @@ public struct JobContext {
     @discardableResult
     public func run(
         priority: Priority = .normal, affinity: JobAffinity = .migratable,
-        _ body: @escaping @Sendable (JobContext) -> Void
+        _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) -> JobCounter {
         let counter = JobCounter()
-        run(counter: counter, priority: priority, affinity: affinity, body)
+        run(counter: counter, priority: priority, affinity: affinity, consume body)
         return counter
     }
 
@@ -49,12 +49,17 @@ public struct JobContext {
     ///   value that captures is formed).
     public func run(
         counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
-        _ body: @escaping @Sendable (JobContext) -> Void
+        _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) {
-        counter.increment()
-        state.pointee.worker.submit(priority: priority.rawValue, size: MemoryLayout<RunRecord>.stride) { record in
-            Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
-        }
+        let worker = state.pointee.worker
+        // A completion of this counter that this worker has not subtracted yet pays for the new
+        // job's addition: the count stays the same and neither is applied (docs/scheduler.md,
+        // "Deferred decrements").
+        if !worker.cancelDeferredDecrement(of: counter) { counter.increment() }
+        let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
+        // The body moves into the record (no retain here, no release by the caller).
+        Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+        worker.post(Token.record(record), priority: priority.rawValue)
     }
 
     /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.

@@ -103,10 +103,10 @@ public final class JobSystem: @unchecked Sendable {
     @discardableResult
     public func run(
         priority: Priority = .normal, affinity: JobAffinity = .migratable,
-        _ body: @escaping @Sendable (JobContext) -> Void
+        _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) -> JobCounter {
         let counter = JobCounter()
-        run(counter: counter, priority: priority, affinity: affinity, body)
+        run(counter: counter, priority: priority, affinity: affinity, consume body)
         return counter
     }
 
@@ -118,12 +118,10 @@ public final class JobSystem: @unchecked Sendable {
     ///   Swift allocates a closure context only when a closure value that captures is formed).
     public func run(
         counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
-        _ body: @escaping @Sendable (JobContext) -> Void
+        _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) {
         counter.increment()
-        scheduler.submit(priority: priority.rawValue) { memory in
-            Execution.initializeRun(memory, body: body, counter: counter, priority: priority, affinity: affinity)
-        }
+        scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, consume body)
     }
 
     /// Submits `count` jobs that run `body(index, context)` for every index in `0..<count`, and

@@ -77,6 +77,62 @@ struct JobSystemTests {
         jobs.shutdown()
     }
 
+    /// Jobs that submit more jobs to the counter they run under (chains and random branching):
+    /// a worker then takes back a completion it deferred instead of adding one, and a waiter
+    /// must still see the counter at zero only once every job of it has finished.
+    @Test(arguments: workerCounts)
+    func jobsSpawningOnTheirOwnCounterKeepItAboveZero(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        let seed = testSeed(default: 0x5EED_C4A1)
+        withTimeLimit(seconds: 120, "jobsSpawningOnTheirOwnCounterKeepItAboveZero workers=\(workers) seed=\(seed)") {
+            for round in 0..<20 {
+                // Each job draws from its own generator how many successors it submits to the
+                // shared counter: two for the first levels, then mostly one (long chains), now
+                // and then none or two, up to a depth of 400.
+                @Sendable func successorCount(_ depth: Int, _ random: inout SplitMix64) -> Int {
+                    if depth < 4 { return 2 }
+                    switch random.next() % 16 { case 0: return 0; case 1: return 2; default: return 1 }
+                }
+                let ran = Tally()
+                let early = Tally()
+                let counter = JobCounter()
+                @Sendable func spawn(_ depth: Int, _ state: UInt64, _ ctx: JobContext) {
+                    ran.add()
+                    guard depth < 400 else { return }
+                    var random = SplitMix64(seed: state)
+                    let successors = successorCount(depth, &random)
+                    for _ in 0..<successors {
+                        let next = random.next()
+                        ctx.run(counter: counter) { ctx in spawn(depth + 1, next, ctx) }
+                    }
+                }
+                // The expected number of jobs, from the same draws, serially.
+                func expected(_ depth: Int, _ state: UInt64) -> Int {
+                    guard depth < 400 else { return 1 }
+                    var random = SplitMix64(seed: state)
+                    let successors = successorCount(depth, &random)
+                    var total = 1
+                    for _ in 0..<successors { total += expected(depth + 1, random.next()) }
+                    return total
+                }
+                let start = seed &+ UInt64(round)
+                let total = expected(0, start)
+                // One waiter inside a job, one outside: both must see every job finished.
+                let watcher = jobs.run { ctx in
+                    ctx.wait(for: counter)
+                    if ran.current != total { early.add() }
+                }
+                jobs.run(counter: counter) { ctx in spawn(0, start, ctx) }
+                jobs.wait(for: counter)
+                #expect(ran.current == total, "round \(round): \(ran.current) of \(total) jobs had run when the wait returned")
+                jobs.wait(for: watcher)
+                #expect(early.current == 0, "round \(round): a job's wait returned before all \(total) jobs ran")
+                #expect(counter.isComplete)
+            }
+        }
+        jobs.shutdown()
+    }
+
     @Test(arguments: workerCounts)
     func nestingFiveLevelsDeep(workers: Int) throws {
         let jobs = try makeSystem(workers: workers)

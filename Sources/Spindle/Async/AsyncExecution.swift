@@ -42,10 +42,8 @@ extension Scheduler {
 
     /// Queues `body` as a job that no counter tracks (its completion is signalled by the body
     /// itself, e.g. by resuming a continuation).
-    func submitUncounted(priority: Priority, _ body: @escaping @Sendable (JobContext) -> Void) {
-        submit(priority: priority.rawValue) { memory in
-            Execution.initializeRun(memory, body: body, counter: nil, priority: priority, affinity: .migratable)
-        }
+    func submitUncounted(priority: Priority, _ body: __owned @escaping @Sendable (JobContext) -> Void) {
+        submitRun(priority: priority, affinity: .migratable, counter: nil, body)
     }
 
     /// Queues a partial task: on the calling worker's deque when the caller is one of this

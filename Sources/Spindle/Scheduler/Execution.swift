@@ -7,7 +7,7 @@ enum Execution {
     // MARK: run
 
     static func initializeRun(
-        _ memory: UnsafeMutableRawPointer, body: @escaping @Sendable (JobContext) -> Void,
+        _ memory: UnsafeMutableRawPointer, body: __owned @escaping @Sendable (JobContext) -> Void,
         counter: JobCounter?, priority: Priority, affinity: JobAffinity
     ) {
         memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(

@@ -41,6 +41,30 @@ extension Scheduler {
         sleep.workPosted(self)
     }
 
+    /// Submits a `run` job: `submit` for a body passed at +1, which moves into the record
+    /// instead of being retained there and released by the caller (a retain and release pair
+    /// per job, measured in W6; docs/scheduler.md, "Job records").
+    @inline(__always)
+    func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?,
+                   _ body: consuming @escaping @Sendable (JobContext) -> Void) {
+        let size = MemoryLayout<RunRecord>.stride
+        if let worker = currentWorker() {
+            let record = worker.allocateRecord(size: size)
+            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+            worker.post(Token.record(record), priority: priority.rawValue)
+            return
+        } else if let worker = Scheduler.asyncTaskWorker(), worker.pointee.scheduler === self {
+            let record = worker.allocateRecord(size: size)
+            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+            worker.post(Token.record(record), priority: priority.rawValue)
+        } else {
+            let record = allocateOutsideRecord(size: size)
+            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+            injection[Int(priority.rawValue)].push(record)
+        }
+        sleep.workPosted(self)
+    }
+
     /// Memory for a job record submitted from a thread outside the system (its submitter
     /// arena, chunks of node 0). Traps after shutdown.
     func allocateOutsideRecord(size: Int) -> UnsafeMutableRawPointer {

@@ -209,6 +209,22 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         local.pointee.deferredCount = count
     }
 
+    /// Takes back one deferred completion of `counter`, if this worker holds one, in place of
+    /// adding one for a new job of the same counter: the counter's word stays as it is instead
+    /// of going up now and down at the next flush. Safe because the word only ever counts more
+    /// than is outstanding, never less, and the retained completion's job published its writes
+    /// to whoever runs the new job (docs/scheduler.md, "Deferred decrements"). Owner only.
+    @inline(__always)
+    func cancelDeferredDecrement(of counter: JobCounter) -> Bool {
+        let local = self.local
+        guard local.pointee.deferredCount > 0,
+              local.pointee.deferredCounter?.toOpaque() == Unmanaged.passUnretained(counter).toOpaque()
+        else { return false }
+        local.pointee.deferredCount &-= 1
+        if local.pointee.deferredCount == 0 { local.pointee.deferredCounter = nil }
+        return true
+    }
+
     /// Applies deferred completions. Called before anything that could wait on them or delay
     /// them: running a job of another counter or a join half, switching fibers, parking, idling.
     /// Owner only.
@@ -348,7 +364,8 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     func post(_ token: UInt, priority: UInt8) {
         let wasEmpty = approximateCount(priority) == 0
         push(token, priority: priority)
-        guard wasEmpty else { return }
+        // A lone worker finds its own work; there is nobody to wake.
+        guard wasEmpty, pointee.workerCount > 1 else { return }
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         // Step 2: a searching worker will find it.
