@@ -500,37 +500,54 @@ final class Scheduler: @unchecked Sendable {
 
     /// Takes the ready fibers of a worker that has not drained its inbox for longer than the
     /// inbox patience (it is inside a long job): they would wait for it while this worker idles.
+    /// Victims of this worker's NUMA node come first, then the other nodes nearest first (the
+    /// steal order), so a fiber's stack stays on its node when a worker there can run it.
     /// Pinned fibers are never in that inbox. Owner only.
     private func takeStalledFibers(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         guard workerCount > 1 else { return nil }
         var now: UInt64 = 0
-        for victim in 0..<workerCount where victim != worker.pointee.index {
-            let other = workers[victim]
-            guard other.pointee.inbox.pointee.load(ordering: .relaxed) != 0 else { continue }
-            if now == 0 { now = MonotonicTime.now() }
-            guard now &- other.pointee.inboxSince.pointee.load(ordering: .relaxed) >= WorkerState.inboxPatienceNanoseconds else { continue }
-            // Acquiring: pairs with the pushes' CAS. Take-all, so the owner and thieves cannot
-            // take a node twice.
-            var next = UnsafeMutablePointer<FiberState>(bitPattern: other.pointee.inbox.pointee.exchange(0, ordering: .acquiring))
-            guard next != nil else { continue }
-            worker.count(.steals)
-            worker.trace(.steal, fiber: nil, detail: UInt(victim))
-            var first: UInt?
-            var pushed = false
-            while let state = next {
-                next = state.pointee.link
-                if first == nil {
-                    first = Token.fiber(state)
-                } else {
-                    worker.push(Token.fiber(state), priority: state.pointee.priority)
-                    pushed = true
+        if multiNode {
+            for group in stealGroups[worker.pointee.index] {
+                for victim in group {
+                    if let token = takeStalledInbox(of: victim, into: worker, now: &now) { return token }
                 }
             }
-            // Others may steal the rest from this worker.
-            if pushed { sleep.workPosted(self) }
-            return first
+            return nil
+        }
+        for victim in 0..<workerCount where victim != worker.pointee.index {
+            if let token = takeStalledInbox(of: victim, into: worker, now: &now) { return token }
         }
         return nil
+    }
+
+    /// `takeStalledFibers` for one victim: its whole inbox if it has waited out the patience.
+    /// `now` is read once per search, on first need.
+    private func takeStalledInbox(of victim: Int, into worker: UnsafeMutablePointer<WorkerState>,
+                                  now: inout UInt64) -> UInt? {
+        let other = workers[victim]
+        guard other.pointee.inbox.pointee.load(ordering: .relaxed) != 0 else { return nil }
+        if now == 0 { now = MonotonicTime.now() }
+        guard now &- other.pointee.inboxSince.pointee.load(ordering: .relaxed) >= WorkerState.inboxPatienceNanoseconds else { return nil }
+        // Acquiring: pairs with the pushes' CAS. Take-all, so the owner and thieves cannot
+        // take a node twice.
+        var next = UnsafeMutablePointer<FiberState>(bitPattern: other.pointee.inbox.pointee.exchange(0, ordering: .acquiring))
+        guard next != nil else { return nil }
+        worker.count(.steals)
+        worker.trace(.steal, fiber: nil, detail: UInt(victim))
+        var first: UInt?
+        var pushed = false
+        while let state = next {
+            next = state.pointee.link
+            if first == nil {
+                first = Token.fiber(state)
+            } else {
+                worker.push(Token.fiber(state), priority: state.pointee.priority)
+                pushed = true
+            }
+        }
+        // Others may steal the rest from this worker.
+        if pushed { sleep.workPosted(self) }
+        return first
     }
 
     private func drainInbox(_ worker: UnsafeMutablePointer<WorkerState>) {
