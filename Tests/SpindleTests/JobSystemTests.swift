@@ -117,12 +117,14 @@ struct JobSystemTests {
                 }
                 let start = seed &+ UInt64(round)
                 let total = expected(0, start)
-                // One waiter inside a job, one outside: both must see every job finished.
+                // One waiter inside a job, one outside: both must see every job finished. The
+                // root is counted before the watcher is submitted, so the watcher cannot find
+                // the counter at zero before the run began.
+                jobs.run(counter: counter) { ctx in spawn(0, start, ctx) }
                 let watcher = jobs.run { ctx in
                     ctx.wait(for: counter)
                     if ran.current != total { early.add() }
                 }
-                jobs.run(counter: counter) { ctx in spawn(0, start, ctx) }
                 jobs.wait(for: counter)
                 #expect(ran.current == total, "round \(round): \(ran.current) of \(total) jobs had run when the wait returned")
                 jobs.wait(for: watcher)

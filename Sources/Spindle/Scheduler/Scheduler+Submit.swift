@@ -21,24 +21,55 @@ extension Scheduler {
         pthread_getspecific(workerKey)?.assumingMemoryBound(to: WorkerState.self)
     }
 
-    /// Allocates a record of `size` bytes from the caller's arena, lets `initialize` fill it, and
-    /// queues it: on the calling worker's deque (from a job, or from a task on the system's
-    /// executor), or (from outside) on the injection queue.
+    /// Where the calling thread's records go: the deque of its worker (a job's, or that of a
+    /// task running on this system's executor), or the injection queue (any other thread).
+    enum Route {
+        case job(UnsafeMutablePointer<WorkerState>)
+        case task(UnsafeMutablePointer<WorkerState>)
+        case outside
+    }
+
     @inline(__always)
-    func submit(priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
-                _ initialize: (UnsafeMutableRawPointer) -> Void) {
-        if let worker = currentWorker() {
-            worker.submit(priority: priority, size: size, initialize)
+    func route() -> Route {
+        if let worker = currentWorker() { return .job(worker) }
+        if let worker = Scheduler.asyncTaskWorker(), worker.pointee.scheduler === self { return .task(worker) }
+        return .outside
+    }
+
+    /// Memory for a record from the arena of `route`'s thread. Traps after shutdown (outside).
+    @inline(__always)
+    func allocateRecord(size: Int, on route: Route) -> UnsafeMutableRawPointer {
+        switch route {
+        case .job(let worker), .task(let worker): worker.allocateRecord(size: size)
+        case .outside: allocateOutsideRecord(size: size)
+        }
+    }
+
+    /// Queues a filled record on `route`'s queue and runs the wake check ("Posting work",
+    /// docs/sleep.md).
+    @inline(__always)
+    func enqueue(_ record: UnsafeMutableRawPointer, priority: UInt8, on route: Route) {
+        switch route {
+        case .job(let worker):
+            worker.post(Token.record(record), priority: priority)
             return
-        } else if let worker = Scheduler.asyncTaskWorker(), worker.pointee.scheduler === self {
-            // A task running on this system's executor: its worker's deque, like a job's.
-            worker.submit(priority: priority, size: size, initialize)
-        } else {
-            let record = allocateOutsideRecord(size: size)
-            initialize(record)
+        case .task(let worker):
+            worker.post(Token.record(record), priority: priority)
+        case .outside:
             injection[Int(priority)].push(record)
         }
         sleep.workPosted(self)
+    }
+
+    /// Allocates a record of `size` bytes from the caller's arena, lets `initialize` fill it, and
+    /// queues it (`route()`).
+    @inline(__always)
+    func submit(priority: UInt8, size: Int = MemoryLayout<RunRecord>.stride,
+                _ initialize: (UnsafeMutableRawPointer) -> Void) {
+        let route = route()
+        let record = allocateRecord(size: size, on: route)
+        initialize(record)
+        enqueue(record, priority: priority, on: route)
     }
 
     /// Submits a `run` job: `submit` for a body passed at +1, which moves into the record
@@ -47,22 +78,10 @@ extension Scheduler {
     @inline(__always)
     func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?,
                    _ body: consuming @escaping @Sendable (JobContext) -> Void) {
-        let size = MemoryLayout<RunRecord>.stride
-        if let worker = currentWorker() {
-            let record = worker.allocateRecord(size: size)
-            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
-            worker.post(Token.record(record), priority: priority.rawValue)
-            return
-        } else if let worker = Scheduler.asyncTaskWorker(), worker.pointee.scheduler === self {
-            let record = worker.allocateRecord(size: size)
-            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
-            worker.post(Token.record(record), priority: priority.rawValue)
-        } else {
-            let record = allocateOutsideRecord(size: size)
-            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
-            injection[Int(priority.rawValue)].push(record)
-        }
-        sleep.workPosted(self)
+        let route = route()
+        let record = allocateRecord(size: MemoryLayout<RunRecord>.stride, on: route)
+        Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+        enqueue(record, priority: priority.rawValue, on: route)
     }
 
     /// Memory for a job record submitted from a thread outside the system (its submitter
