@@ -203,19 +203,38 @@ extension JobSystem.Metrics.Counters {
     }
 }
 
+/// Makes swift-metrics handles named `<label>.<name>` with one set of dimensions.
+private struct MetricMaker {
+    let label: String
+    let dimensions: [(String, String)]
+    let factory: any MetricsFactory
+
+    func counter(_ name: String) -> Counter {
+        Counter(label: "\(label).\(name)", dimensions: dimensions, factory: factory)
+    }
+
+    func gauge(_ name: String) -> Gauge {
+        Gauge(label: "\(label).\(name)", dimensions: dimensions, factory: factory)
+    }
+
+    func timer(_ name: String) -> Timer {
+        Timer(label: "\(label).\(name)", dimensions: dimensions, factory: factory)
+    }
+}
+
 /// The swift-metrics handles of one worker.
 private struct WorkerMetrics {
     let jobs, steals, stealAttempts, parks, sleeps: Counter
     let queued: Gauge
 
     init(worker: Int, label: String, factory: any MetricsFactory) {
-        let dimensions = [("worker", String(worker))]
-        jobs = Counter(label: "\(label).jobs", dimensions: dimensions, factory: factory)
-        steals = Counter(label: "\(label).steals", dimensions: dimensions, factory: factory)
-        stealAttempts = Counter(label: "\(label).steal_attempts", dimensions: dimensions, factory: factory)
-        parks = Counter(label: "\(label).fiber.parks", dimensions: dimensions, factory: factory)
-        sleeps = Counter(label: "\(label).sleeps", dimensions: dimensions, factory: factory)
-        queued = Gauge(label: "\(label).queue_depth", dimensions: dimensions, factory: factory)
+        let make = MetricMaker(label: label, dimensions: [("worker", String(worker))], factory: factory)
+        jobs = make.counter("jobs")
+        steals = make.counter("steals")
+        stealAttempts = make.counter("steal_attempts")
+        parks = make.counter("fiber.parks")
+        sleeps = make.counter("sleeps")
+        queued = make.gauge("queue_depth")
     }
 
     /// `change`: what the worker did since the previous sample (`changes(since:)`).
@@ -233,10 +252,11 @@ private struct SystemMetrics {
     let sleeping, fiberStacks, frameBytes, recordBytes: Gauge
 
     init(label: String, factory: any MetricsFactory) {
-        sleeping = Gauge(label: "\(label).workers.sleeping", factory: factory)
-        fiberStacks = Gauge(label: "\(label).fiber.stacks", factory: factory)
-        frameBytes = Gauge(label: "\(label).memory.frame_bytes", factory: factory)
-        recordBytes = Gauge(label: "\(label).memory.record_bytes", factory: factory)
+        let make = MetricMaker(label: label, dimensions: [], factory: factory)
+        sleeping = make.gauge("workers.sleeping")
+        fiberStacks = make.gauge("fiber.stacks")
+        frameBytes = make.gauge("memory.frame_bytes")
+        recordBytes = make.gauge("memory.record_bytes")
     }
 
     func record(_ snapshot: JobSystem.Metrics) {
@@ -270,13 +290,13 @@ private struct PipelineState {
         let itemTime, waitingForInput, waitingForRoom: Timer
 
         init(label: String, pipeline: String, stage: String, factory: any MetricsFactory) {
-            let dimensions = [("pipeline", pipeline), ("stage", stage)]
-            itemsIn = Counter(label: "\(label).pipeline.items_in", dimensions: dimensions, factory: factory)
-            itemsOut = Counter(label: "\(label).pipeline.items_out", dimensions: dimensions, factory: factory)
-            queued = Gauge(label: "\(label).pipeline.queued", dimensions: dimensions, factory: factory)
-            itemTime = Timer(label: "\(label).pipeline.item_time", dimensions: dimensions, factory: factory)
-            waitingForInput = Timer(label: "\(label).pipeline.waiting_for_input", dimensions: dimensions, factory: factory)
-            waitingForRoom = Timer(label: "\(label).pipeline.waiting_for_room", dimensions: dimensions, factory: factory)
+            let make = MetricMaker(label: "\(label).pipeline", dimensions: [("pipeline", pipeline), ("stage", stage)], factory: factory)
+            itemsIn = make.counter("items_in")
+            itemsOut = make.counter("items_out")
+            queued = make.gauge("queued")
+            itemTime = make.timer("item_time")
+            waitingForInput = make.timer("waiting_for_input")
+            waitingForRoom = make.timer("waiting_for_room")
         }
     }
 
