@@ -121,44 +121,59 @@ public struct JobContext {
     public func join<Left, Right: Sendable>(
         _ left: (JobContext) -> Left, _ right: @Sendable (JobContext) -> Right
     ) -> (Left, Right) {
-        // Both results go straight into stack slots, written by non-escaping closures whose
-        // contexts live on this stack too: no heap allocation.
-        withUnsafeTemporaryAllocation(of: Left.self, capacity: 1) { leftSlot in
-            withUnsafeTemporaryAllocation(of: Right.self, capacity: 1) { rightSlot in
-                let leftResult = leftSlot.baseAddress!
-                let rightResult = rightSlot.baseAddress!
-                _join({ state in leftResult.initialize(to: left(JobContext(state: state.assumingMemoryBound(to: FiberState.self)))) },
-                      { state in rightResult.initialize(to: right(JobContext(state: state.assumingMemoryBound(to: FiberState.self)))) })
-                return (leftResult.move(), rightResult.move())
+        // The record and the right result live on this stack, and so do the contexts of the
+        // non-escaping closures below: no heap allocation. This function is inlined into the
+        // caller, so `left` and the inline run of `right` are direct calls; only a thief calls
+        // `right` through the recorded thunk (docs/scheduler.md, "Join").
+        withUnsafeTemporaryAllocation(of: Right.self, capacity: 1) { rightSlot in
+            let rightResult = rightSlot.baseAddress!
+            return withUnsafeTemporaryAllocation(byteCount: Self._joinRecordSize, alignment: 16) { buffer in
+                let record = buffer.baseAddress!
+                return _forked(record, thief: { state in
+                    rightResult.initialize(to: right(JobContext(state: state.assumingMemoryBound(to: FiberState.self))))
+                }) {
+                    let leftValue = left(self)
+                    if _joinFinish(record) {
+                        rightResult.initialize(to: right(self))
+                    }
+                    return (leftValue, rightResult.move())
+                }
             }
         }
     }
 
-    /// The non-generic part of `join`: the record lives on this stack, and the right closure is
-    /// recorded as its two words (`spindle_closure_words`), so a thief can call it without Swift
-    /// boxing it.
+    /// A join record: header (32 bytes), latch (at 32), the thief's thunk words (at 48).
+    @inlinable static var _joinRecordSize: Int { 64 }
+    @inlinable static var _joinThunkOffset: Int { 48 }
+
+    /// Offers the join record at `record`, whose thief half is `thief`, to other workers, then
+    /// runs `body` (which must take the record back or wait for it with `_joinFinish` before it
+    /// returns). `thief` is a parameter of this call, so its context outlives `body`.
+    @inlinable @inline(__always)
+    func _forked<Result>(
+        _ record: UnsafeMutableRawPointer, thief: (UnsafeMutableRawPointer) -> Void, _ body: () -> Result
+    ) -> Result {
+        // SAFETY: `thief` outlives every use of its recorded words: a thief finishes calling it
+        // before it releases the latch, and `body` does not return before the latch is released.
+        _spindleClosureWords(record + Self._joinThunkOffset, thief)
+        _joinPost(record)
+        return body()
+    }
+
+    /// Fills the header and the latch of the join record at `record` (its thunk words are
+    /// already written) and posts it on this worker's deque at the running job's priority.
     @usableFromInline
-    func _join(_ left: (UnsafeMutableRawPointer) -> Void, _ right: (UnsafeMutableRawPointer) -> Void) {
-        withUnsafeTemporaryAllocation(byteCount: Execution.joinRecordSize, alignment: 16) { buffer in
-            let record = buffer.baseAddress!
-            record.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
-                execute: Execution.executeJoin, counter: nil,
-                priority: Priority(rawValue: state.pointee.priority)!, pinned: state.pointee.pinned))
-            Execution.joinLatch(record).initialize(to: Atomic(JoinLatch.pending))
-            // SAFETY: `right` outlives every use of its recorded words: a thief finishes calling it
-            // before it releases the latch, and we do not return before the latch is released.
-            _spindleClosureWords(Execution.joinThunk(record), right)
-            let worker = state.pointee.worker
-            worker.post(Token.record(record), priority: state.pointee.priority)
-            left(UnsafeMutableRawPointer(state))
-            if _joinFinish(record) {
-                right(UnsafeMutableRawPointer(state))
-            }
-        }
+    func _joinPost(_ record: UnsafeMutableRawPointer) {
+        record.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
+            execute: Execution.executeJoin, counter: nil,
+            priority: Priority(rawValue: state.pointee.priority)!, pinned: state.pointee.pinned))
+        Execution.joinLatch(record).initialize(to: Atomic(JoinLatch.pending))
+        state.pointee.worker.post(Token.record(record), priority: state.pointee.priority)
     }
 
     /// Takes the right half back if nobody stole it (returns true: run it inline); otherwise
     /// waits until the thief has finished it (returns false).
+    @usableFromInline
     func _joinFinish(_ record: UnsafeMutableRawPointer) -> Bool {
         let mine = Token.record(record)
         let priority = state.pointee.priority

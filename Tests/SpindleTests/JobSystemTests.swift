@@ -337,8 +337,30 @@ struct JobSystemTests {
                 }
             })
             #expect(mixed.current == 150)
+            // Results that are reference counted (an array, a class instance), taken back inline
+            // or computed by a thief: each is delivered once and released once.
+            let sums = Tally()
+            let released = Tally()
+            jobs.wait(for: jobs.run(count: 64) { index, ctx in
+                let (values, box) = ctx.join({ _ in [index, index, index] },
+                                             { _ in JoinResultBox(2 * index, releases: released) })
+                sums.add(values.reduce(0, +) + box.value)
+            })
+            #expect(sums.current == 5 * (0..<64).reduce(0, +))
+            #expect(released.current == 64)
         }
         jobs.shutdown()
+    }
+
+    /// A join result that counts its releases.
+    final class JoinResultBox: Sendable {
+        let value: Int
+        let releases: Tally
+        init(_ value: Int, releases: Tally) {
+            self.value = value
+            self.releases = releases
+        }
+        deinit { releases.add(1) }
     }
 
     // MARK: Priorities

@@ -102,15 +102,13 @@ enum Execution {
     /// A join record on the owner's stack: header, latch, and the right-hand closure (which
     /// writes its result into the owner's frame).
     static var joinLatchOffset: Int { 32 }
-    static var joinThunkOffset: Int { 48 }
-    static var joinRecordSize: Int { 64 }
 
     static func joinLatch(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
         (record + joinLatchOffset).assumingMemoryBound(to: Atomic<UInt>.self)
     }
 
     static func joinThunk(_ record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
-        record + joinThunkOffset
+        record + JobContext._joinThunkOffset
     }
 
     /// Executed by a thief: runs the right half, then releases the owner.
