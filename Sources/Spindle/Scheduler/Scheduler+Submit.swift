@@ -56,7 +56,7 @@ extension Scheduler {
         case .task(let worker):
             worker.post(Token.record(record), priority: priority)
         case .outside:
-            injection[Int(priority)].push(record)
+            injectionRefs[Int(priority)]._withUnsafeGuaranteedRef { $0.push(record) }
         }
         sleep.workPosted(self)
     }

@@ -22,6 +22,11 @@ final class Scheduler: @unchecked Sendable {
     let workerCPUs: [Int?]
     @usableFromInline let workers: UnsafeMutablePointer<UnsafeMutablePointer<WorkerState>>
     let injection: [InjectionQueue]
+    /// `injection` and `nodeQueues` unmanaged, for the hot paths: reading an element of an array
+    /// of class references retains and releases it, once per job in the work loop (the arrays
+    /// above own the queues).
+    let injectionRefs: [Unmanaged<InjectionQueue>]
+    private let nodeQueueRefs: [Unmanaged<InjectionQueue>]
     /// Every worker's deques (high, normal, low per worker): they own the deques the workers
     /// reference unmanaged.
     let deques: [WorkStealingDeque<UInt>]
@@ -106,6 +111,8 @@ final class Scheduler: @unchecked Sendable {
             ? workerNodes.indices.map { NumaPolicy.victimGroups(of: $0, workerNodes: workerNodes, distances: topology.distances) }
             : []
         injection = Priority.allCases.map { _ in InjectionQueue() }
+        injectionRefs = injection.map { Unmanaged.passUnretained($0) }
+        nodeQueueRefs = nodeQueues.map { Unmanaged.passUnretained($0) }
         sleep = SleepState(workers: workerCount)
         spinNanoseconds = UInt64(configuration.spinBeforeSleeping.nanosecondsSaturated)
         var key = pthread_key_t()
@@ -574,18 +581,19 @@ final class Scheduler: @unchecked Sendable {
 
     @inline(__always)
     private func takeInjected(_ worker: UnsafeMutablePointer<WorkerState>, priority: Int) -> UInt? {
-        guard injection[priority].mayHaveWork else { return nil }
+        guard injectionRefs[priority]._withUnsafeGuaranteedRef({ $0.mayHaveWork }) else { return nil }
         return takeInjectedBatch(worker, priority: priority)
     }
 
     private func takeInjectedBatch(_ worker: UnsafeMutablePointer<WorkerState>, priority: Int) -> UInt? {
-        let queue = injection[priority]
         var first: UInt?
-        let taken = queue.take(limit: Scheduler.injectionBatch) { record in
-            if first == nil {
-                first = Token.record(record)
-            } else {
-                worker.push(Token.record(record), priority: UInt8(priority))
+        let taken = injectionRefs[priority]._withUnsafeGuaranteedRef { queue in
+            queue.take(limit: Scheduler.injectionBatch) { record in
+                if first == nil {
+                    first = Token.record(record)
+                } else {
+                    worker.push(Token.record(record), priority: UInt8(priority))
+                }
             }
         }
         if taken > 1 { sleep.workPosted(self) }
@@ -595,11 +603,12 @@ final class Scheduler: @unchecked Sendable {
     /// One job from the queue of `worker`'s node (node-bound work: only that node's workers
     /// take it, one at a time, so it starts on the node). docs/numa.md, "Node queues".
     private func takeNodeWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
-        let queue = nodeQueues[workerNodes[worker.pointee.index]]
-        guard queue.mayHaveWork else { return nil }
-        var taken: UInt?
-        _ = queue.take(limit: 1) { record in taken = Token.record(record) }
-        return taken
+        nodeQueueRefs[workerNodes[worker.pointee.index]]._withUnsafeGuaranteedRef { queue in
+            guard queue.mayHaveWork else { return nil }
+            var taken: UInt?
+            _ = queue.take(limit: 1) { record in taken = Token.record(record) }
+            return taken
+        }
     }
 
     /// Submits a job that only workers of node `node` (an index into `topology.nodes`) start,
