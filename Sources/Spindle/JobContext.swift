@@ -127,7 +127,7 @@ public struct JobContext {
         // `right` through the recorded thunk (docs/scheduler.md, "Join").
         withUnsafeTemporaryAllocation(of: Right.self, capacity: 1) { rightSlot in
             let rightResult = rightSlot.baseAddress!
-            return withUnsafeTemporaryAllocation(byteCount: Self._joinRecordSize, alignment: 16) { buffer in
+            return withUnsafeTemporaryAllocation(byteCount: JoinRecord.size, alignment: 16) { buffer in
                 let record = buffer.baseAddress!
                 return _forked(record, thief: { state in
                     rightResult.initialize(to: right(JobContext(state: state.assumingMemoryBound(to: FiberState.self))))
@@ -142,10 +142,6 @@ public struct JobContext {
         }
     }
 
-    /// A join record: header (32 bytes), latch (at 32), the thief's thunk words (at 48).
-    @inlinable static var _joinRecordSize: Int { 64 }
-    @inlinable static var _joinThunkOffset: Int { 48 }
-
     /// Offers the join record at `record`, whose thief half is `thief`, to other workers, then
     /// runs `body` (which must take the record back or wait for it with `_joinFinish` before it
     /// returns). `thief` is a parameter of this call, so its context outlives `body`.
@@ -155,7 +151,7 @@ public struct JobContext {
     ) -> Result {
         // SAFETY: `thief` outlives every use of its recorded words: a thief finishes calling it
         // before it releases the latch, and `body` does not return before the latch is released.
-        _spindleClosureWords(record + Self._joinThunkOffset, thief)
+        _spindleClosureWords(JoinRecord.thunk(record), thief)
         _joinPost(record)
         return body()
     }
@@ -167,7 +163,7 @@ public struct JobContext {
         record.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
             execute: Execution.executeJoin, counter: nil,
             priority: Priority(rawValue: state.pointee.priority)!, pinned: state.pointee.pinned))
-        Execution.joinLatch(record).initialize(to: Atomic(JoinLatch.pending))
+        JoinRecord.latch(record).initialize(to: Atomic(JoinLatch.pending))
         state.pointee.worker.post(Token.record(record), priority: state.pointee.priority)
     }
 
@@ -177,7 +173,7 @@ public struct JobContext {
     func _joinFinish(_ record: UnsafeMutableRawPointer) -> Bool {
         let mine = Token.record(record)
         let priority = state.pointee.priority
-        let latch = Execution.joinLatch(record)
+        let latch = JoinRecord.latch(record)
         while true {
             // Acquiring: pairs with the thief's exchange; its result is then visible.
             if latch.pointee.load(ordering: .acquiring) == JoinLatch.done { return false }

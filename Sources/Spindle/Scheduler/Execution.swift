@@ -99,30 +99,18 @@ enum Execution {
 
     // MARK: join
 
-    /// A join record on the owner's stack: header, latch, and the right-hand closure (which
-    /// writes its result into the owner's frame).
-    static var joinLatchOffset: Int { 32 }
-
-    static func joinLatch(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
-        (record + joinLatchOffset).assumingMemoryBound(to: Atomic<UInt>.self)
-    }
-
-    static func joinThunk(_ record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
-        record + JobContext._joinThunkOffset
-    }
-
     /// Executed by a thief: runs the right half, then releases the owner.
     static let executeJoin: ExecuteFunction = { memory, rawState in
         let state = rawState.assumingMemoryBound(to: FiberState.self)
         let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
         state.pointee.worker.flushDecrements()
         let saved = enter(state, counter: nil, header: header)
-        spindle_closure_invoke(joinThunk(memory).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
+        spindle_closure_invoke(JoinRecord.thunk(memory).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
         leave(state, saved)
         state.pointee.worker.count(.jobsRun)
         // Acquiring and releasing: publishes the result to the owner; acquires its parked state.
         // After this exchange the record (on the owner's stack) must not be touched.
-        let waiter = joinLatch(memory).pointee.exchange(JoinLatch.done, ordering: .acquiringAndReleasing)
+        let waiter = JoinRecord.latch(memory).pointee.exchange(JoinLatch.done, ordering: .acquiringAndReleasing)
         if waiter != JoinLatch.pending {
             Scheduler.makeReady(UnsafeMutablePointer<FiberState>(bitPattern: waiter)!)
         }
@@ -146,5 +134,24 @@ enum Execution {
         state.pointee.currentCounter = saved.counter
         state.pointee.priority = saved.priority
         state.pointee.pinned = saved.pinned
+    }
+}
+
+/// The layout of a join record on the owner's stack: the header, the latch at 32 (`JoinLatch`),
+/// and at 48 the thief's thunk (the two words of the closure that runs the right half and writes
+/// its result into the owner's frame). Inlinable, because `join` is inlined into its callers.
+@usableFromInline
+enum JoinRecord {
+    @inlinable static var size: Int { 64 }
+    @inlinable static var latchOffset: Int { 32 }
+    @inlinable static var thunkOffset: Int { 48 }
+
+    @inlinable
+    static func thunk(_ record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+        record + thunkOffset
+    }
+
+    static func latch(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
+        (record + latchOffset).assumingMemoryBound(to: Atomic<UInt>.self)
     }
 }
