@@ -27,6 +27,18 @@ void spindle_closure_invoke(void *const *words, void *argument) {
   ((spindle_swift_closure_t)words[0])(argument, words[1]);
 }
 
+typedef void (*spindle_swift_throwing_closure_t)(
+    void *argument, void *__attribute__((swift_context)) context,
+    void **__attribute__((swift_error_result)) error) __attribute__((swiftcall));
+
+// A throwing closure returns its error in the swift_error_result register, which swiftcall's
+// error parameter models: it is null unless the closure threw, and then an owned error box.
+void *spindle_throwing_closure_invoke(void *const *words, void *argument) {
+  void *error = NULL;
+  ((spindle_swift_throwing_closure_t)words[0])(argument, words[1], &error);
+  return error;
+}
+
 // The Swift runtime's uniqueness check (libswiftCore; C calling convention).
 extern bool swift_isUniquelyReferenced_nonNull_native(const void *object);
 

@@ -109,6 +109,25 @@ struct NodeError: Error, Equatable {
     let node: Int
 }
 
+/// Counts `TrackedError` instances made and released.
+final class ErrorTally: Sendable {
+    let created = Atomic<Int>(0)
+    let released = Atomic<Int>(0)
+}
+
+/// An error object that numbers itself and reports its deinit.
+final class TrackedError: Error, Sendable {
+    let tally: ErrorTally
+    let serial: Int
+
+    init(_ tally: ErrorTally) {
+        self.tally = tally
+        serial = tally.created.wrappingAdd(1, ordering: .relaxed).oldValue
+    }
+
+    deinit { tally.released.wrappingAdd(1, ordering: .relaxed) }
+}
+
 /// Throws in the nodes listed (mutable between runs).
 final class FailurePlan: @unchecked Sendable {
     // SAFETY: changed only between runs (the run's start and end order it with the nodes).
@@ -229,6 +248,35 @@ struct TaskGraphTests {
             for node in 0..<10 {
                 #expect(log.runs[node].load(ordering: .relaxed) == (node <= 4 ? 2 : 1), "node \(node) on the second run")
             }
+        }
+    }
+
+    /// The error a node throws reaches `lastFailure` as the same object and is released exactly
+    /// once after the failure is cleared: a class error counts its instances and deinits over
+    /// 100 failing runs, then a successful run drops the last failure.
+    @Test(arguments: workerCounts)
+    func thrownErrorsAreDeliveredAndReleasedOnce(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers, "sp-graph-w")
+        withTimeLimit(seconds: 60, "thrownErrorsAreDeliveredAndReleasedOnce workers=\(workers)") {
+            let tally = ErrorTally()
+            let fail = Atomic<Bool>(true)
+            let graph = TaskGraph("errors")
+            let first = graph.node("first") { _ in }
+            let thrower = graph.node("thrower") { _ in
+                if fail.load(ordering: .relaxed) { throw TrackedError(tally) }
+            }
+            try! first.precedes(thrower)
+            for run in 0..<100 {
+                jobs.wait(for: jobs.run(graph))
+                let failure = graph.lastFailure
+                #expect(failure?.node == "thrower")
+                #expect((failure?.error as? TrackedError)?.serial == run)
+            }
+            fail.store(false, ordering: .relaxed)
+            try! jobs.runAndWait(graph)
+            #expect(graph.lastFailure == nil)
+            #expect(tally.created.load(ordering: .relaxed) == 100)
+            #expect(tally.released.load(ordering: .relaxed) == 100)
         }
     }
 

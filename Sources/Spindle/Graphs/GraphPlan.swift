@@ -124,7 +124,7 @@ final class GraphPlan: @unchecked Sendable {
             line.storeBytes(of: Int32(list.count), toByteOffset: Self.successorCountOffset, as: Int32.self)
             line.storeBytes(of: predecessors, toByteOffset: Self.predecessorsOffset, as: Int32.self)
             line.storeBytes(of: builder.priorities[node].rawValue, toByteOffset: Self.priorityOffset, as: UInt8.self)
-            (line + Self.bodyOffset).bindMemory(to: RunBody.self, capacity: 1).initialize(to: builder.bodies[node])
+            (line + Self.bodyOffset).bindMemory(to: NodeBody.self, capacity: 1).initialize(to: builder.bodies[node])
             for (offset, successor) in list.enumerated() { successors[start + offset] = successor }
             start += list.count
             if predecessors == 0 { roots.append(Int32(node)) }
@@ -139,7 +139,7 @@ final class GraphPlan: @unchecked Sendable {
 
     deinit {
         for node in 0..<nodeCount {
-            (lines + node * Self.lineSize + Self.bodyOffset).assumingMemoryBound(to: RunBody.self).deinitialize(count: 1)
+            (lines + node * Self.lineSize + Self.bodyOffset).assumingMemoryBound(to: NodeBody.self).deinitialize(count: 1)
         }
         lines.deallocate()
         successors.deallocate()
@@ -214,9 +214,11 @@ enum GraphExecution {
                     before.trace(.begin, fiber: state, label: before.pointee.scheduler.traceLabel(for: plan.names[node]),
                                  priority: state.pointee.priority, detail: UInt(bitPattern: plan.counter.toOpaque()))
                 }
-                spindle_closure_invoke(
+                if let error = spindle_throwing_closure_invoke(
                     UnsafeRawPointer(line + GraphPlan.bodyOffset).assumingMemoryBound(to: UnsafeMutableRawPointer.self),
-                    UnsafeMutableRawPointer(state))
+                    UnsafeMutableRawPointer(state)) {
+                    plan.runState.fail(node: plan.names[node], takeError(error))
+                }
                 if traced { state.pointee.worker.trace(.end, fiber: state) }
             }
             // The body may have waited and continued on another worker.
@@ -261,6 +263,13 @@ enum GraphExecution {
             if next < 0 { return false }
             node = next
         }
+    }
+
+    /// The error a node body threw, from the owned error box `spindle_throwing_closure_invoke`
+    /// returned. On this platform `any Error` is one reference to that box.
+    private static func takeError(_ box: UnsafeMutableRawPointer) -> any Error {
+        let object = Unmanaged<AnyObject>.fromOpaque(box).takeRetainedValue()
+        return unsafeBitCast(object, to: (any Error).self)
     }
 
     /// Queues `node` as a job on `worker`'s deque of the node's priority.

@@ -86,16 +86,9 @@ public final class TaskGraph: @unchecked Sendable {
         lock.withLock {
             requireIdle("add node \"\(name)\" to")
             let index = builder.names.count
-            let runState = runState
             builder.names.append(name)
             builder.priorities.append(priority)
-            builder.bodies.append(RunBody(call: { context in
-                do {
-                    try body(context)
-                } catch {
-                    runState.fail(node: name, error)
-                }
-            }))
+            builder.bodies.append(NodeBody(call: body))
             builder.successors.append([])
             builder.predecessorCounts.append(0)
             builder.subgraphs.append(subgraph)
@@ -305,12 +298,18 @@ extension TaskGraph {
 
 // MARK: - Builder
 
+/// A node's body, wrapped so that the plan can hold it in a node's line and call it through its
+/// two words (function, context) without copying it (`spindle_throwing_closure_invoke`).
+struct NodeBody {
+    var call: @Sendable (JobContext) throws -> Void
+}
+
 extension TaskGraph {
     /// The graph as built so far (guarded by the graph's lock).
     struct Builder {
         var names: [String] = []
         var priorities: [Priority] = []
-        var bodies: [RunBody] = []
+        var bodies: [NodeBody] = []
         var successors: [[Int32]] = []
         var predecessorCounts: [Int32] = []
         var subgraphs: [TaskGraph?] = []
