@@ -1,10 +1,13 @@
-// The two machine words of a Swift closure, for join records (docs/scheduler.md, "Join").
+// The two machine words of a Swift closure: recorded for join records (docs/scheduler.md,
+// "Join"), and called for job records and task-graph nodes (docs/graphs.md).
 //
 // Swift passes a thick closure argument as two scalars, the function pointer and the context,
-// and calls a closure with its context in the swift_context register. Clang's swiftcall
-// attributes describe exactly that convention, so a non-escaping closure can be recorded here
-// and called later from another thread without Swift boxing it (withoutActuallyEscaping would
-// heap-allocate a wrapper per call). The caller keeps the closure alive until the call is done.
+// and calls a closure with its context in the swift_context register (and, if it throws, returns
+// the error in the swift_error_result register). Clang's swiftcall attributes describe exactly
+// that convention, so a non-escaping closure can be recorded here and called later from another
+// thread without Swift boxing it (withoutActuallyEscaping would heap-allocate a wrapper per
+// call), and a stored closure can be called without copying it (a copy retains its context).
+// The caller keeps the closure alive until the call is done.
 
 #include "CSpindle.h"
 
