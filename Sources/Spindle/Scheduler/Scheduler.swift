@@ -22,9 +22,9 @@ final class Scheduler: @unchecked Sendable {
     let workerCPUs: [Int?]
     @usableFromInline let workers: UnsafeMutablePointer<UnsafeMutablePointer<WorkerState>>
     let injection: [InjectionQueue]
-    /// `injection` and `nodeQueues` unmanaged, for the hot paths: reading an element of an array
-    /// of class references retains and releases it, once per job in the work loop (the arrays
-    /// above own the queues).
+    /// `injection` and `nodeQueues` unmanaged, for every path a job or a search goes through:
+    /// reading an element of an array of class references retains and releases it, once per job
+    /// in the work loop (the arrays above own the queues).
     let injectionRefs: [Unmanaged<InjectionQueue>]
     private let nodeQueueRefs: [Unmanaged<InjectionQueue>]
     /// Every worker's deques (high, normal, low per worker): they own the deques the workers
@@ -624,7 +624,7 @@ final class Scheduler: @unchecked Sendable {
             record = allocateOutsideRecord(size: size)
         }
         initialize(record)
-        nodeQueues[node].push(record)
+        nodeQueueRefs[node]._withUnsafeGuaranteedRef { $0.push(record) }
         // The push before the read of the sleeping mask (docs/sleep.md, "Posting work").
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         sleep.wakeOne(among: nodeWorkers[node], self)
@@ -754,13 +754,15 @@ final class Scheduler: @unchecked Sendable {
             || worker.pointee.pinnedInbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
             return true
         }
-        if multiNode && nodeQueues[workerNodes[worker.pointee.index]].mayHaveWork { return true }
+        if multiNode && nodeQueueRefs[workerNodes[worker.pointee.index]]._withUnsafeGuaranteedRef({ $0.mayHaveWork }) {
+            return true
+        }
         return anyQueuedWork()
     }
 
     /// Whether any deque or injection queue holds work.
     func anyQueuedWork() -> Bool {
-        for queue in injection where queue.mayHaveWork { return true }
+        for queue in injectionRefs where queue._withUnsafeGuaranteedRef({ $0.mayHaveWork }) { return true }
         for index in 0..<workerCount {
             let worker = workers[index]
             if worker.approximateCount(0) > 0 || worker.approximateCount(1) > 0
