@@ -138,6 +138,29 @@ struct ParallelForTests {
         }
     }
 
+    /// An adaptive leaf whose elements run nested loops hands out one element at a time (it
+    /// cannot share a batch once started, and such elements are long); a leaf of plain elements
+    /// grows its batches.
+    @Test(arguments: workerCounts.filter { $0 > 1 })
+    func leavesOfNestedLoopsStayAtTheGrain(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers, "sp-pf-w")
+        withTimeLimit(seconds: 60, "leavesOfNestedLoopsStayAtTheGrain workers=\(workers)") {
+            let nested = ChunkLog()
+            let inner = Tally()
+            jobs.parallelForChunks(0..<300) { range in
+                nested.add(range)
+                for _ in range { jobs.parallelFor(0..<4) { _ in inner.add() } }
+            }
+            let chunks = nested.sorted
+            #expect(chunks.reduce(0) { $0 + $1.count } == 300 && inner.current == 1200)
+            #expect(chunks.allSatisfy { $0.count == 1 }, "chunks of nested loops: \(chunks.map(\.count))")
+
+            let plain = ChunkLog()
+            jobs.parallelForChunks(0..<100_000) { range in plain.add(range) }
+            #expect(plain.sorted.contains { $0.count > 1 }, "a leaf of plain elements never grew its batch")
+        }
+    }
+
     @Test(arguments: workerCounts)
     func reduceMatchesTheSerialFold(workers: Int) throws {
         let seed = testSeed(default: 0xFEED_BEEF)

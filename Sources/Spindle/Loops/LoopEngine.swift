@@ -81,7 +81,13 @@ extension Scheduler {
         if let worker = Scheduler.anyCurrentWorker() {
             requireOwn(worker)
             guard workerCount > 1 else { return sequential(range, splitter, leaf: leaf, combine: combine) }
-            return split(range, splitter, worker.local.pointee.running!, migrated: false, leaf: leaf, combine: combine)
+            let state = worker.local.pointee.running!
+            state.pointee.loopsEntered &+= 1
+            // A nested loop on a busy system: every split made now would be taken back by this
+            // worker, so leave splitting to the leaves' checks for hungry workers.
+            var splitter = splitter
+            if !hungry() { splitter.budget = 0 }
+            return split(range, splitter, state, migrated: false, leaf: leaf, combine: combine)
         }
         guard workerCount > 1 else { return sequential(range, splitter, leaf: leaf, combine: combine) }
         return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
@@ -187,8 +193,10 @@ extension Scheduler {
     }
 
     /// A leaf of the split tree. Fixed partitioning: one chunk. Adaptive: batches from `grain`
-    /// doubling up to `leafBatchLimit`; between batches, if some worker is hungry, the rest is
-    /// split again with a fresh budget.
+    /// doubling up to `leafBatchLimit`, except that a batch whose elements ran nested loops is
+    /// followed by one of `grain` again (such elements are long, and a long batch cannot be
+    /// shared); between batches, if some worker is hungry, the rest is split again with a fresh
+    /// budget.
     private func runLeaf<T: Sendable>(
         _ range: Range<Int>, _ splitter: LoopSplitter, _ state: UnsafeMutablePointer<FiberState>,
         leaf: @Sendable (Range<Int>) -> T, combine: @Sendable (T, T) -> T
@@ -198,6 +206,9 @@ extension Scheduler {
         var batch = splitter.grain
         var lower = range.lowerBound
         var upper = batchEnd(lower, batch, range.upperBound, splitter.grain)
+        // `state` is this fiber's: it stays valid when a nested loop parks the fiber and it resumes
+        // on another worker.
+        var loopsBefore = state.pointee.loopsEntered
         var result = leaf(lower..<upper)
         while upper < range.upperBound {
             lower = upper
@@ -207,7 +218,9 @@ extension Scheduler {
                 return combine(result, split(lower..<range.upperBound, fresh, state, migrated: false,
                                              leaf: leaf, combine: combine))
             }
-            batch = batch > limit / 2 ? limit : batch * 2
+            let loopsAfter = state.pointee.loopsEntered
+            batch = loopsAfter != loopsBefore ? splitter.grain : batch > limit / 2 ? limit : batch * 2
+            loopsBefore = loopsAfter
             upper = batchEnd(lower, batch, range.upperBound, splitter.grain)
             result = combine(result, leaf(lower..<upper))
         }

@@ -22,6 +22,9 @@ struct FiberState {
     @usableFromInline var link: UnsafeMutablePointer<FiberState>?
     /// The fiber pool (NUMA node index) the stack came from and returns to.
     var pool: Int
+    /// Parallel loops entered on this fiber (wrapping): a loop's leaf compares it around a batch
+    /// to see whether its elements ran nested loops (docs/parallel-for.md, "Partitioners").
+    var loopsEntered: UInt = 0
 }
 
 /// What the context switched to must do for the context that switched away, once the switch
