@@ -87,16 +87,19 @@ func blurInParallel(_ image: Image, on jobs: JobSystem) -> Image {
     var pass = [UInt8](repeating: 0, count: size * size)
     var result = [UInt8](repeating: 0, count: size * size)
     let rowGrain = max(1, 4096 / size)  // about 4 KiB of pixels per slice
+    // A slice must hold whole rows: fixed partitioning cuts at multiples of the grain from the
+    // start (adaptive partitioning may cut anywhere, never below the grain).
+    let slices = Partitioner.fixed(grain: rowGrain * size)
     image.pixels.withUnsafeBufferPointer { source in
         let source = SendableBuffer(source)
-        pass.withParallelMutableSlices(on: jobs, partitioner: .adaptive(minimumGrain: rowGrain * size)) { slice, range in
+        pass.withParallelMutableSlices(on: jobs, partitioner: slices) { slice, range in
             blurRows(source.buffer, size: size, rows: range.lowerBound / size..<(range.upperBound / size),
                      horizontal: true, into: slice)
         }
     }
     pass.withUnsafeBufferPointer { source in
         let source = SendableBuffer(source)
-        result.withParallelMutableSlices(on: jobs, partitioner: .adaptive(minimumGrain: rowGrain * size)) { slice, range in
+        result.withParallelMutableSlices(on: jobs, partitioner: slices) { slice, range in
             blurRows(source.buffer, size: size, rows: range.lowerBound / size..<(range.upperBound / size),
                      horizontal: false, into: slice)
         }

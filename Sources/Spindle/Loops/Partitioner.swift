@@ -25,7 +25,8 @@ public struct Partitioner: Sendable, Hashable, CustomStringConvertible {
     public static var adaptive: Partitioner { Partitioner(kind: .adaptive, grain: 1) }
 
     /// Adaptive splitting that never makes a chunk smaller than `minimumGrain` elements (unless
-    /// the whole range is smaller).
+    /// the whole range is smaller). Chunk boundaries are not aligned to multiples of the grain;
+    /// use `fixed(grain:)` when a chunk must hold whole units (rows of an image, say).
     /// - Precondition: `minimumGrain >= 1`.
     public static func adaptive(minimumGrain: Int) -> Partitioner {
         require(minimumGrain >= 1,
