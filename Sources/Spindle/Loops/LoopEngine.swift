@@ -84,9 +84,10 @@ extension Scheduler {
             let state = worker.local.pointee.running!
             state.pointee.loopsEntered &+= 1
             // A nested loop on a busy system: every split made now would be taken back by this
-            // worker, so leave splitting to the leaves' checks for hungry workers.
+            // worker, so leave splitting to the leaves' checks for hungry workers (adaptive only:
+            // fixed partitioning has no budget, and need not read the shared activity word).
             var splitter = splitter
-            if !hungry() { splitter.budget = 0 }
+            if splitter.adaptive && !hungry() { splitter.budget = 0 }
             return split(range, splitter, state, migrated: false, leaf: leaf, combine: combine)
         }
         guard workerCount > 1 else { return sequential(range, splitter, leaf: leaf, combine: combine) }
@@ -219,8 +220,12 @@ extension Scheduler {
                                              leaf: leaf, combine: combine))
             }
             let loopsAfter = state.pointee.loopsEntered
-            batch = loopsAfter != loopsBefore ? splitter.grain : batch > limit / 2 ? limit : batch * 2
-            loopsBefore = loopsAfter
+            if loopsAfter != loopsBefore {
+                batch = splitter.grain
+                loopsBefore = loopsAfter
+            } else {
+                batch = Swift.min(batch * 2, limit)
+            }
             upper = batchEnd(lower, batch, range.upperBound, splitter.grain)
             result = combine(result, leaf(lower..<upper))
         }
