@@ -12,6 +12,7 @@
 #include "CSpindle.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
 __attribute__((swiftcall)) void spindle_closure_words(void **out, const void *function,
                                                       void *context);
@@ -48,4 +49,12 @@ extern bool swift_isUniquelyReferenced_nonNull_native(const void *object);
 bool spindle_closure_context_is_unique(void *const *words) {
   const void *context = words[1];
   return context == NULL || swift_isUniquelyReferenced_nonNull_native(context);
+}
+
+// The Swift runtime's release of n strong references with one atomic operation (libswiftCore;
+// C calling convention; a null object is ignored).
+extern void swift_release_n(void *object, uint32_t n);
+
+void spindle_closure_context_release(void *context, uint32_t count) {
+  swift_release_n(context, count);
 }

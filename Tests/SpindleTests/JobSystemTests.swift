@@ -352,6 +352,52 @@ struct JobSystemTests {
         jobs.shutdown()
     }
 
+    /// Job bodies are released exactly once: a closure submitted many times (whose references
+    /// workers release in batches) and closures formed per job, from outside and inside, in
+    /// random counts (not multiples of the batch). A missed release keeps a captured box alive
+    /// after shutdown; an extra one frees a box while jobs still use it.
+    @Test(arguments: workerCounts)
+    func jobBodiesAreReleasedExactlyOnce(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        let seed = testSeed(default: 0xB0D1_E5)
+        let sharedReleased = Tally()
+        let perJobReleased = Tally()
+        let ran = Tally()
+        var random = SplitMix64(seed: seed)
+        let counts = (0..<8).map { _ in 1 + Int(random.next() % 500) }
+        let rounds = counts.count
+        withTimeLimit(seconds: 60, "jobBodiesAreReleasedExactlyOnce workers=\(workers) seed=\(seed)") {
+            for (round, count) in counts.enumerated() {
+                do {
+                    // One closure value submitted `count` times from outside.
+                    let box = JoinResultBox(round, releases: sharedReleased)
+                    let shared: @Sendable (JobContext) -> Void = { _ in ran.add(box.value == round ? 1 : 1_000_000) }
+                    let counter = JobCounter()
+                    for _ in 0..<count { jobs.run(counter: counter, shared) }
+                    jobs.wait(for: counter)
+                }
+                // The same from inside a job, interleaved with closures formed per job.
+                jobs.wait(for: jobs.run { ctx in
+                    let box = JoinResultBox(round, releases: sharedReleased)
+                    let shared: @Sendable (JobContext) -> Void = { _ in ran.add(box.value == round ? 1 : 1_000_000) }
+                    let counter = JobCounter()
+                    for index in 0..<count {
+                        ctx.run(counter: counter, shared)
+                        let own = JoinResultBox(index, releases: perJobReleased)
+                        ctx.run(counter: counter) { _ in ran.add(own.value == index ? 1 : 1_000_000) }
+                    }
+                    ctx.wait(for: counter)
+                })
+            }
+        }
+        let perJobBoxes = counts.reduce(0, +)
+        #expect(ran.current == 3 * perJobBoxes, "seed \(seed)")
+        // Workers release what they still hold before they exit.
+        jobs.shutdown()
+        #expect(sharedReleased.current == 2 * rounds, "shared bodies released: \(sharedReleased.current) of \(2 * rounds), seed \(seed)")
+        #expect(perJobReleased.current == perJobBoxes, "per-job bodies released: \(perJobReleased.current) of \(perJobBoxes), seed \(seed)")
+    }
+
     /// A join result that counts its releases.
     final class JoinResultBox: Sendable {
         let value: Int

@@ -211,6 +211,9 @@ void *_Nullable spindle_throwing_closure_invoke(void *_Nonnull const *_Nonnull w
 /// Whether the closure whose two words are at `words` holds the only reference to its context
 /// (or has none): releasing it then frees the context, and nothing else touches its count.
 _Bool spindle_closure_context_is_unique(void *_Nonnull const *_Nonnull words);
+/// Releases `count` references to a closure context (a native Swift object) with one atomic
+/// operation.
+void spindle_closure_context_release(void *_Nonnull context, uint32_t count);
 
 // MARK: - Stack-overflow reporting (overflow.c)
 

@@ -72,23 +72,29 @@ struct WorkerLocal {
     var patienceTop = 0
     var patienceSince: UInt64 = 0
     var frame = FrameArena()
-    /// Bodies of finished jobs, released together (`retireBody`): a raw buffer of the concrete
-    /// `RunBody` (an `Array` of closures would reabstract, allocating a wrapper per element).
-    let finishedBodies: UnsafeMutablePointer<RunBody>
-    var finishedCount = 0
     /// The closure context last found shared (`retireBody`): its next jobs skip the uniqueness
     /// check, which would read a reference count other threads keep changing.
     var sharedContext: UnsafeMutableRawPointer?
+    /// References to `sharedContext` that finished jobs handed over and this worker has not
+    /// released yet (released together, `retireBody`).
+    var sharedReleases: UInt32 = 0
     /// Completions of jobs of one counter not yet subtracted from it (`deferDecrement`).
     var deferredCounter: Unmanaged<JobCounter>?
     var deferredCount = 0
 
     init(random: UInt64) {
         self.random = random
-        finishedBodies = .allocate(capacity: WorkerLocal.bodyBatch)
     }
 
-    static let bodyBatch = 32
+    /// How many references to one shared closure context a worker releases at once.
+    static let bodyBatch: UInt32 = 64
+
+    /// Releases the pending references to `sharedContext`, if any.
+    mutating func releaseSharedContext() {
+        guard sharedReleases > 0 else { return }
+        spindle_closure_context_release(sharedContext!, sharedReleases)
+        sharedReleases = 0
+    }
 }
 
 /// One worker: its deques, its allocators, its fibers, and the words other threads touch.
@@ -152,8 +158,7 @@ struct WorkerState: ~Copyable {
 
     /// Frees the memory `init` allocated. Called once, when the scheduler is destroyed.
     func releaseMemory() {
-        local.pointee.finishedBodies.deinitialize(count: local.pointee.finishedCount)
-        local.pointee.finishedBodies.deallocate()
+        local.pointee.releaseSharedContext()
         local.deinitialize(count: 1)
         local.deallocate()
         metrics.deinitialize(count: MetricSlot.allCases.count)
@@ -251,44 +256,39 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     }
 
     /// Releases a finished job's closure: at once if the record held the only reference to its
-    /// context, otherwise with the next ones (up to 32; all of them before this worker idles).
-    /// A closure submitted many times is retained by the submitting thread once per job and
-    /// released here: releasing in a burst moves its reference-count cache line between the two
-    /// threads once per batch instead of once per job. Values captured by a shared closure are
-    /// therefore released a little later than the job ends (docs/scheduler.md).
+    /// context, otherwise together with the next ones of the same context (up to 64 with one
+    /// atomic operation; all of them before this worker idles). A closure submitted many times
+    /// is retained by the submitting thread once per job and released here: releasing in one
+    /// operation per batch moves its reference-count cache line between the two threads once
+    /// per batch instead of once per job. Values captured by a shared closure are therefore
+    /// released a little later than the job ends (docs/scheduler.md, "Contended lines,
+    /// batched").
     @inline(__always)
     func retireBody(movingFrom body: UnsafeMutablePointer<RunBody>) {
-        // A context only this record holds (a closure formed per job, as in W6) is freed at
-        // once: nobody else touches its count, and the allocator reuses the block while it is
-        // hot (a batch of frees overflows glibc's per-thread cache of 7 blocks per size).
         let local = self.local
         let words = UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
-        if words[1] != local.pointee.sharedContext {
+        // A closure that captures nothing has no context and nothing to release.
+        guard let context = words[1] else { return }
+        if context != local.pointee.sharedContext {
+            // A context only this record holds (a closure formed per job, as in W6) is freed at
+            // once: nobody else touches its count, and the allocator reuses the block while it
+            // is hot.
             if spindle_closure_context_is_unique(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self)) {
                 body.deinitialize(count: 1)
                 return
             }
-            local.pointee.sharedContext = words[1]
+            local.pointee.releaseSharedContext()
+            local.pointee.sharedContext = context
         }
-        let count = local.pointee.finishedCount
-        // A bitwise move: the record's reference becomes the buffer's.
-        (local.pointee.finishedBodies + count).moveInitialize(from: body, count: 1)
-        if count + 1 == WorkerLocal.bodyBatch {
-            local.pointee.finishedBodies.deinitialize(count: count + 1)
-            local.pointee.finishedCount = 0
-        } else {
-            local.pointee.finishedCount = count + 1
-        }
+        // The record's reference becomes one of the worker's pending releases (the body's
+        // memory is not deinitialized: the record is simply forgotten).
+        local.pointee.sharedReleases &+= 1
+        if local.pointee.sharedReleases == WorkerLocal.bodyBatch { local.pointee.releaseSharedContext() }
     }
 
-    /// Releases the kept closures (`retireBody`). Owner only.
+    /// Releases the references finished jobs left (`retireBody`). Owner only.
     func releaseFinishedBodies() {
-        let local = self.local
-        let count = local.pointee.finishedCount
-        if count > 0 {
-            local.pointee.finishedBodies.deinitialize(count: count)
-            local.pointee.finishedCount = 0
-        }
+        local.pointee.releaseSharedContext()
     }
 
     /// Allocates a record of `size` bytes from this worker's arena, lets `initialize` fill it,
