@@ -46,9 +46,8 @@ void *spindle_throwing_closure_invoke(void *const *words, void *argument) {
 // The Swift runtime's uniqueness check (libswiftCore; C calling convention).
 extern bool swift_isUniquelyReferenced_nonNull_native(const void *object);
 
-bool spindle_closure_context_is_unique(void *const *words) {
-  const void *context = words[1];
-  return context == NULL || swift_isUniquelyReferenced_nonNull_native(context);
+bool spindle_closure_context_is_unique(const void *context) {
+  return swift_isUniquelyReferenced_nonNull_native(context);
 }
 
 // The Swift runtime's release of n strong references with one atomic operation (libswiftCore;

@@ -208,9 +208,9 @@ void spindle_closure_invoke(void *_Nonnull const *_Nonnull words, void *_Nullabl
 /// error it threw (an owned reference to the error box, which the caller must release).
 void *_Nullable spindle_throwing_closure_invoke(void *_Nonnull const *_Nonnull words,
                                                void *_Nullable argument);
-/// Whether the closure whose two words are at `words` holds the only reference to its context
-/// (or has none): releasing it then frees the context, and nothing else touches its count.
-_Bool spindle_closure_context_is_unique(void *_Nonnull const *_Nonnull words);
+/// Whether a closure context (a native Swift object) has only one strong reference: releasing
+/// it then frees the context, and nothing else touches its count.
+_Bool spindle_closure_context_is_unique(const void *_Nonnull context);
 /// Releases `count` references to a closure context (a native Swift object) with one atomic
 /// operation.
 void spindle_closure_context_release(void *_Nonnull context, uint32_t count);

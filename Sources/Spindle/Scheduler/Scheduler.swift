@@ -372,7 +372,7 @@ final class Scheduler: @unchecked Sendable {
             let worker = state.pointee.worker
             guard let token = findWork(worker) ?? {
                 worker.flushDecrements()
-                worker.releaseFinishedBodies()
+                worker.local.pointee.releaseFinishedBodies()
                 return idle(worker)
             }() else { break }
             if token & Token.fiberTag == 0 {
@@ -400,7 +400,7 @@ final class Scheduler: @unchecked Sendable {
             completePendingAction(on: state.pointee.worker, running: state)
         }
         let worker = state.pointee.worker
-        worker.releaseFinishedBodies()
+        worker.local.pointee.releaseFinishedBodies()
         worker.local.pointee.pendingAction = .finished(state)
         return worker.local.pointee.threadContext!
     }

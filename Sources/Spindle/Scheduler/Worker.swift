@@ -87,10 +87,11 @@ struct WorkerLocal {
     }
 
     /// How many references to one shared closure context a worker releases at once.
-    static let bodyBatch: UInt32 = 64
+    static let releaseBatch: UInt32 = 64
 
-    /// Releases the pending references to `sharedContext`, if any.
-    mutating func releaseSharedContext() {
+    /// Releases the references to `sharedContext` that finished jobs left (`retireBody`), if
+    /// any. Owner only.
+    mutating func releaseFinishedBodies() {
         guard sharedReleases > 0 else { return }
         spindle_closure_context_release(sharedContext!, sharedReleases)
         sharedReleases = 0
@@ -158,7 +159,7 @@ struct WorkerState: ~Copyable {
 
     /// Frees the memory `init` allocated. Called once, when the scheduler is destroyed.
     func releaseMemory() {
-        local.pointee.releaseSharedContext()
+        local.pointee.releaseFinishedBodies()
         local.deinitialize(count: 1)
         local.deallocate()
         metrics.deinitialize(count: MetricSlot.allCases.count)
@@ -273,22 +274,17 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
             // A context only this record holds (a closure formed per job, as in W6) is freed at
             // once: nobody else touches its count, and the allocator reuses the block while it
             // is hot.
-            if spindle_closure_context_is_unique(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self)) {
+            if spindle_closure_context_is_unique(context) {
                 body.deinitialize(count: 1)
                 return
             }
-            local.pointee.releaseSharedContext()
+            local.pointee.releaseFinishedBodies()
             local.pointee.sharedContext = context
         }
         // The record's reference becomes one of the worker's pending releases (the body's
         // memory is not deinitialized: the record is simply forgotten).
         local.pointee.sharedReleases &+= 1
-        if local.pointee.sharedReleases == WorkerLocal.bodyBatch { local.pointee.releaseSharedContext() }
-    }
-
-    /// Releases the references finished jobs left (`retireBody`). Owner only.
-    func releaseFinishedBodies() {
-        local.pointee.releaseSharedContext()
+        if local.pointee.sharedReleases == WorkerLocal.releaseBatch { local.pointee.releaseFinishedBodies() }
     }
 
     /// Allocates a record of `size` bytes from this worker's arena, lets `initialize` fill it,
