@@ -155,8 +155,26 @@ struct ParallelForTests {
             #expect(chunks.reduce(0) { $0 + $1.count } == 300 && inner.current == 1200)
             #expect(chunks.allSatisfy { $0.count == 1 }, "chunks of nested loops: \(chunks.map(\.count))")
 
+            // The plain loop runs in a job while every other worker is held in a job of its
+            // own: then no worker is hungry, so its leaf is never split and only doubles its
+            // batches. (Left to timing, hungry workers on a loaded machine may split a leaf
+            // after every batch, and all its chunks are then single elements.)
             let plain = ChunkLog()
-            jobs.parallelForChunks(0..<100_000) { range in plain.add(range) }
+            let held = Tally()
+            let released = Tally()
+            let holders = JobCounter()
+            for _ in 0..<(workers - 1) {
+                jobs.run(counter: holders) { _ in
+                    held.add()
+                    while released.current == 0 { sched_yield() }
+                }
+            }
+            while held.current < workers - 1 { sched_yield() }
+            jobs.wait(for: jobs.run { _ in
+                jobs.parallelForChunks(0..<100_000) { range in plain.add(range) }
+            })
+            released.add()
+            jobs.wait(for: holders)
             #expect(plain.sorted.contains { $0.count > 1 }, "a leaf of plain elements never grew its batch")
         }
     }
