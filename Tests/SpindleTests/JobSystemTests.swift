@@ -409,6 +409,36 @@ struct JobSystemTests {
         deinit { releases.add(1) }
     }
 
+    // MARK: Waking
+
+    /// A job submitted from outside starts while a worker sleeps, even when the only sleeper is
+    /// pinned to the submitter's CPU and the worker that is awake runs a job waiting for the new
+    /// one (docs/sleep.md, "Waking"). Both workers and the submitting thread share one CPU; the
+    /// second job is submitted once the other worker is asleep, and the submitter does not block.
+    @Test
+    func anOutsideJobWakesASleeperOnTheSubmittersCPU() throws {
+        let cpu = try #require(try CurrentThread.allowedCPUs().min())
+        withTimeLimit(seconds: 60, "anOutsideJobWakesASleeperOnTheSubmittersCPU cpu=\(cpu)") {
+            do {
+                try CurrentThread.pin(to: [cpu])
+                let jobs = try JobSystem(configuration: .init(workers: 2, cpus: [cpu], threadNamePrefix: "sp-wake-w"))
+                let started = Tally()
+                let holder = jobs.run { _ in
+                    started.add()
+                    while started.current < 2 { sched_yield() }
+                }
+                while started.current < 1 || jobs.sleepingWorkers < 1 { sched_yield() }
+                let waited = jobs.run { _ in started.add() }
+                while started.current < 2 { sched_yield() }
+                jobs.wait(for: waited)
+                jobs.wait(for: holder)
+                jobs.shutdown()
+            } catch {
+                Issue.record("setup failed: \(error)")
+            }
+        }
+    }
+
     // MARK: Priorities
 
     /// The fairness rule (docs/scheduler.md): a worker checks high before normal before low,

@@ -96,7 +96,7 @@ extension Scheduler {
     func waitOutside(for counter: JobCounter) {
         requireNotInAsyncTask("JobSystem.wait(for:)")
         // This thread is about to free its CPU: a sleeper pinned there may now help.
-        if anyQueuedWork() { sleep.wakeOne(self, allowingHere: true) }
+        if anyQueuedWork() { sleep.wakeOne(self) }
         guard let observed = counter.observeForWait() else { return }
         WaitList.blockThread(on: counter.waiters) {
             counter.waitIsOver(observed: observed)

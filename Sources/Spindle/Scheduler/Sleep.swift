@@ -60,17 +60,15 @@ final class SleepState: @unchecked Sendable {
     /// Wakes one sleeping worker, if any. Returns whether it woke one.
     ///
     /// Prefers a sleeper on another CPU than the caller's: the caller is busy on its own CPU (it
-    /// just submitted work), so a worker woken there would wait for it. A sleeper on the caller's
-    /// CPU is woken only when no other sleeps and either nobody is awake or the caller is about
-    /// to block (`allowingHere`); while another worker is awake it will find the work (it looks
-    /// everywhere before it sleeps). docs/sleep.md, "Waking".
+    /// just submitted work), so a worker woken there shares that CPU with it. When only sleepers
+    /// on the caller's CPU remain, one of them is woken all the same: the workers that are awake
+    /// may all be inside long jobs (or jobs waiting for this one), and a job must not wait for
+    /// them while a worker sleeps. docs/sleep.md, "Waking".
     @discardableResult
-    func wakeOne(_ scheduler: Scheduler, allowingHere: Bool = false) -> Bool {
+    func wakeOne(_ scheduler: Scheduler) -> Bool {
         let here = CurrentThread.cpu ?? -1
         // Other CPUs first: the caller is running on this one.
-        if wakeFirst(scheduler, skippingCPU: here) { return true }
-        let mayUseHere = allowingHere || Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
-        return mayUseHere && wakeFirst(scheduler, skippingCPU: nil)
+        return wakeFirst(scheduler, skippingCPU: here) || wakeFirst(scheduler, skippingCPU: nil)
     }
 
     /// Claims and wakes the first sleeper not pinned to `skippingCPU`.
