@@ -46,15 +46,43 @@ struct InjectionQueueTests {
         #expect(previous == first)
         queue.linkPush(previous, second)  // the producer resumes
         #expect(queue.mayHaveWork, "two records queued, but the queue says it is empty")
+        #expect(queue.hasLinkedRecord, "two records linked, but the consumers' poll says none")
         _ = queue.take(limit: 8) { out.append(UInt(bitPattern: $0)) }
         #expect(taken == 0 && out == [first, second], "records out: \(out)")
         #expect(!queue.mayHaveWork)
+        #expect(!queue.hasLinkedRecord)
     }
     #endif
 
+    /// A push in progress (`tail` exchanged, record not linked yet) is work for the sleep
+    /// protocol's re-check (`mayHaveWork`), which must not let a worker sleep past it, but not
+    /// for the consumers' poll (`hasLinkedRecord`), which reads no `tail`; once linked, both
+    /// see it, on an empty queue (behind the stub) and behind a queued record alike.
+    @Test
+    func aPushInProgressIsSeenByTheRecheckAndALinkedOneByBoth() {
+        let records = QueueRecords(3)
+        let queue = InjectionQueue()
+        #expect(!queue.mayHaveWork && !queue.hasLinkedRecord)
+        for queued in [0, 1] {
+            let incoming = UInt(bitPattern: records.record(queued + 1))
+            if queued == 1 { queue.push(records.record(0)) }
+            let previous = queue.swapTail(incoming)
+            #expect(queue.mayHaveWork, "queued \(queued): a push in progress must keep a worker from sleeping")
+            #expect(queue.hasLinkedRecord == (queued == 1), "queued \(queued): the poll sees only linked records")
+            queue.linkPush(previous, incoming)
+            #expect(queue.mayHaveWork && queue.hasLinkedRecord, "queued \(queued): a linked push must be seen")
+            var out: [UInt] = []
+            _ = queue.take(limit: 8) { out.append(UInt(bitPattern: $0)) }
+            let expected = queued == 1 ? [UInt(bitPattern: records.record(0)), incoming] : [incoming]
+            #expect(out == expected, "queued \(queued): records out: \(out)")
+            #expect(!queue.mayHaveWork && !queue.hasLinkedRecord, "queued \(queued): drained, but still reports work")
+        }
+    }
+
     /// Producers push while a consumer takes in batches; every record comes out exactly once,
     /// in each producer's order, and once the producers are done the queue never reports itself
-    /// empty while records remain (a false "empty" lets every worker sleep with jobs queued).
+    /// empty while records remain, neither to the sleep re-check nor to the consumers' poll (a
+    /// false "empty" lets every worker sleep, or search forever, with jobs queued).
     @Test(arguments: [1, 2, 4])
     func nothingIsLostAndEmptinessIsNeverClaimedEarly(producers: Int) {
         let perProducer = 200_000
@@ -89,7 +117,8 @@ struct InjectionQueueTests {
                     batch = batch % 32 + 1
                     // Everything is pushed and linked and this is the only consumer: records
                     // remain, so the queue must say it may have work.
-                    if taken == 0 && finished && takenTotal.current < total && !queue.mayHaveWork {
+                    if taken == 0 && finished && takenTotal.current < total
+                        && !(queue.mayHaveWork && queue.hasLinkedRecord) {
                         falseEmpty.add()
                         return
                     }

@@ -10,7 +10,7 @@ import Synchronization
 /// check that follows every push makes sure a worker looks again.
 ///
 /// Thread-safety: `push` from any thread; `take` from workers (serialized by the try-lock);
-/// `mayHaveWork` anywhere.
+/// `mayHaveWork` and `hasLinkedRecord` anywhere.
 final class InjectionQueue: @unchecked Sendable {
     // SAFETY: `head` is only touched by the consumer holding `consumerLock`; the rest is atomic.
     // Layout: `tail` alone on its line (producers), then the consumer's line, then the stub.
@@ -66,9 +66,11 @@ final class InjectionQueue: @unchecked Sendable {
     func swapTail(_ record: UInt) -> UInt {
         // Relaxed: published by the releasing store into the predecessor's link.
         Self.link(record).pointee.store(0, ordering: .relaxed)
-        // Acquiring and releasing: orders this push after earlier ones on `tail` and lets the
-        // consumer that follows the links see the record's contents.
-        return tail.pointee.exchange(record, ordering: .acquiringAndReleasing)
+        // Sequentially consistent: orders this push after earlier ones on `tail`, lets the
+        // consumer that follows the links see the record's contents, and is the push's side of
+        // the sleep protocol's store-load pair (`SleepState.workPublished`): a locked
+        // instruction on x86-64, so no separate fence follows it.
+        return tail.pointee.exchange(record, ordering: .sequentiallyConsistent)
     }
 
     /// A push's second half: links the predecessor to the record.
@@ -98,10 +100,25 @@ final class InjectionQueue: @unchecked Sendable {
             || head.pointee.load(ordering: .sequentiallyConsistent) != stub
     }
 
+    /// Whether a record is linked in (consumers' polling; may miss a push in progress, so the
+    /// sleep protocol uses `mayHaveWork`).
+    ///
+    /// It reads only the consumers' `head` line and, when `head` is the stub, the stub's link: not
+    /// `tail`, which every push exchanges. Workers poll this between jobs while they wait for an
+    /// outside submitter; polling `tail` took its line away from the producer before each
+    /// exchange (docs/scheduler.md, "Contended lines, batched").
+    @inline(__always)
+    var hasLinkedRecord: Bool {
+        // Relaxed: a hint; `take` re-reads under the lock with acquiring loads.
+        let first = head.pointee.load(ordering: .relaxed)
+        return first != stub || Self.link(first).pointee.load(ordering: .relaxed) != 0
+    }
+
     /// Takes up to `limit` records in FIFO order, handing each to `deliver`; returns how many.
-    /// Returns 0 at once if another worker is consuming. Workers only.
+    /// Returns 0 at once if another worker is consuming or no record is linked in yet. Workers
+    /// only.
     func take(limit: Int, _ deliver: (UnsafeMutableRawPointer) -> Void) -> Int {
-        guard mayHaveWork else { return 0 }
+        guard hasLinkedRecord else { return 0 }
         // Acquiring: pairs with the releasing unlock of the previous consumer.
         guard !consumerLock.pointee.exchange(true, ordering: .acquiring) else { return 0 }
         var taken = 0

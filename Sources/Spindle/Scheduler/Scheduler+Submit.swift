@@ -55,10 +55,11 @@ extension Scheduler {
             return
         case .task(let worker):
             worker.post(Token.record(record), priority: priority)
+            sleep.workPosted(self)
         case .outside:
             injectionRefs[Int(priority)]._withUnsafeGuaranteedRef { $0.push(record) }
+            sleep.workPublished(self)
         }
-        sleep.workPosted(self)
     }
 
     /// Allocates a record of `size` bytes from the caller's arena, lets `initialize` fill it, and

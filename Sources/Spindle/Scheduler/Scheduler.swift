@@ -581,7 +581,7 @@ final class Scheduler: @unchecked Sendable {
 
     @inline(__always)
     private func takeInjected(_ worker: UnsafeMutablePointer<WorkerState>, priority: Int) -> UInt? {
-        guard injectionRefs[priority]._withUnsafeGuaranteedRef({ $0.mayHaveWork }) else { return nil }
+        guard injectionRefs[priority]._withUnsafeGuaranteedRef({ $0.hasLinkedRecord }) else { return nil }
         return takeInjectedBatch(worker, priority: priority)
     }
 
@@ -604,7 +604,7 @@ final class Scheduler: @unchecked Sendable {
     /// take it, one at a time, so it starts on the node). docs/numa.md, "Node queues".
     private func takeNodeWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         nodeQueueRefs[workerNodes[worker.pointee.index]]._withUnsafeGuaranteedRef { queue in
-            guard queue.mayHaveWork else { return nil }
+            guard queue.hasLinkedRecord else { return nil }
             var taken: UInt?
             _ = queue.take(limit: 1) { record in taken = Token.record(record) }
             return taken

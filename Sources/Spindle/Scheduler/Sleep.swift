@@ -57,6 +57,18 @@ final class SleepState: @unchecked Sendable {
         wakeOne(scheduler)
     }
 
+    /// `workPosted` after a push whose publishing write was a sequentially consistent
+    /// read-modify-write (an injection queue's exchange of `tail`, which the sleep re-check
+    /// reads): that write already orders the push before the load below, so step 1's fence is
+    /// left out. Its cost was the wait for the push's later plain store (the predecessor's link,
+    /// a line the consumer reads) to leave the store buffer.
+    @inline(__always)
+    func workPublished(_ scheduler: Scheduler) {
+        // Sequentially consistent: the load side of the store-load pair with the exchange.
+        guard Self.searching(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return }
+        wakeOne(scheduler)
+    }
+
     /// Wakes one sleeping worker, if any. Returns whether it woke one.
     ///
     /// Prefers a sleeper on another CPU than the caller's: the caller is busy on its own CPU (it
