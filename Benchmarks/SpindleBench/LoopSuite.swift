@@ -89,7 +89,7 @@ enum LoopSuite {
         })
         registry.register(Benchmark(BenchmarkID(group: "W7-nested", name: "spindle-chunks"), throughput: throughput, mode: .flat,
                                     sweepsThreads: true,
-                                    note: "jobs.parallelFor(0..<256) containing jobs.parallelForChunks(0..<4096) { range in … }: the inner body loops over its chunk (vectorizable)") { threads in
+                                    note: "jobs.parallelFor(0..<256) containing jobs.parallelForChunks(0..<4096) { range in … }: the inner body loops over its chunk") { threads in
             let jobs = try SharedJobSystem.get(workers: threads)
             return WorkloadSuite.w7Routine { a, out in
                 jobs.parallelFor(0..<outer) { o in
