@@ -53,7 +53,10 @@ final class InjectionQueue: @unchecked Sendable {
         link(UnsafeMutableRawPointer(bitPattern: record)!)
     }
 
-    /// Appends a record. Any thread; never blocks.
+    /// Appends a record. Any thread; never blocks. The push is published by a sequentially
+    /// consistent exchange that `mayHaveWork` observes, so a sequentially consistent load after
+    /// it needs no fence to pair with the sleep protocol's re-check (docs/sleep.md, "Posting
+    /// work").
     func push(_ record: UnsafeMutableRawPointer) {
         pushWord(UInt(bitPattern: record))
     }

@@ -604,7 +604,6 @@ final class Scheduler: @unchecked Sendable {
     /// take it, one at a time, so it starts on the node). docs/numa.md, "Node queues".
     private func takeNodeWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         nodeQueueRefs[workerNodes[worker.pointee.index]]._withUnsafeGuaranteedRef { queue in
-            guard queue.hasLinkedRecord else { return nil }
             var taken: UInt?
             _ = queue.take(limit: 1) { record in taken = Token.record(record) }
             return taken
@@ -624,9 +623,9 @@ final class Scheduler: @unchecked Sendable {
             record = allocateOutsideRecord(size: size)
         }
         initialize(record)
+        // The push's sequentially consistent exchange orders it before the read of the sleeping
+        // mask; no fence (docs/sleep.md, "Posting work").
         nodeQueueRefs[node]._withUnsafeGuaranteedRef { $0.push(record) }
-        // The push before the read of the sleeping mask (docs/sleep.md, "Posting work").
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
         sleep.wakeOne(among: nodeWorkers[node], self)
     }
 

@@ -51,21 +51,20 @@ final class SleepState: @unchecked Sendable {
     func workPosted(_ scheduler: Scheduler) {
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        // Step 2: a searching worker will find the work; it wakes a sleeper if it was the last.
-        guard Self.searching(activity.pointee.load(ordering: .relaxed)) == 0 else { return }
-        // Step 3.
-        wakeOne(scheduler)
+        workPublished(scheduler)
     }
 
-    /// `workPosted` after a push whose publishing write was a sequentially consistent
-    /// read-modify-write (an injection queue's exchange of `tail`, which the sleep re-check
-    /// reads): that write already orders the push before the load below, so step 1's fence is
-    /// left out. Its cost was the wait for the push's later plain store (the predecessor's link,
-    /// a line the consumer reads) to leave the store buffer.
+    /// Steps 2–3 of `workPosted`, for a push whose publishing write was a sequentially
+    /// consistent read-modify-write (`InjectionQueue.push`'s exchange of `tail`, which the sleep
+    /// re-check reads): that write already orders the push before the load below, so step 1's
+    /// fence is left out. Its cost was the wait for the push's later plain store (the
+    /// predecessor's link, a line the consumer reads) to leave the store buffer.
     @inline(__always)
     func workPublished(_ scheduler: Scheduler) {
-        // Sequentially consistent: the load side of the store-load pair with the exchange.
+        // Step 2: a searching worker will find the work; it wakes a sleeper if it was the last.
+        // Sequentially consistent: the load side of the store-load pair with the push.
         guard Self.searching(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return }
+        // Step 3.
         wakeOne(scheduler)
     }
 
