@@ -145,6 +145,36 @@ enum SchedulerSuite {
                 return total
             }
         })
+        registry.register(Benchmark(BenchmarkID(group: "W6-chain", name: "spindle-argument"), throughput: .elements(hops), mode: .flat,
+                                    note: "each job does ctx.run(counter:argument:) for the next, passing the hop number to one body formed once; the main thread waits on the counter") { _ in
+            let jobs = try SharedJobSystem.get()
+            return { iterations in
+                var total: UInt64 = 0
+                for _ in 0..<iterations {
+                    W6Argument.ran.value.store(0, ordering: .relaxed)
+                    total &+= Clock.measure {
+                        jobs.run(counter: W6Argument.done, argument: 0, W6Argument.hop)
+                        jobs.wait(for: W6Argument.done)
+                    }
+                    let count = W6Argument.ran.value.load(ordering: .relaxed)
+                    guard count == hops else { throw BenchmarkCheckFailure("W6: \(count) hops ran, expected \(hops)") }
+                }
+                return total
+            }
+        })
+    }
+
+    /// W6 with the hop number as the job's argument: one body, formed once (a static closure that
+    /// captures nothing: it names itself and its counters as statics), so no hop forms a closure.
+    enum W6Argument {
+        static let ran = Counter()
+        static let done = JobCounter()
+        static let hop: @Sendable (Int, JobContext) -> Void = { index, ctx in
+            ran.value.add(1, ordering: .relaxed)
+            if index + 1 < Workloads.w6Hops {
+                ctx.run(counter: done, argument: index + 1, hop)
+            }
+        }
     }
 
     // MARK: Scheduler costs

@@ -31,6 +31,14 @@ void spindle_closure_invoke(void *const *words, void *argument) {
   ((spindle_swift_closure_t)words[0])(argument, words[1]);
 }
 
+typedef void (*spindle_swift_integer_closure_t)(intptr_t integer, void *argument,
+                                                void *__attribute__((swift_context)) context)
+    __attribute__((swiftcall));
+
+void spindle_closure_invoke_with_integer(void *const *words, intptr_t integer, void *argument) {
+  ((spindle_swift_integer_closure_t)words[0])(integer, argument, words[1]);
+}
+
 typedef void (*spindle_swift_throwing_closure_t)(
     void *argument, void *__attribute__((swift_context)) context,
     void **__attribute__((swift_error_result)) error) __attribute__((swiftcall));

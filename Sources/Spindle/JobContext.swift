@@ -62,6 +62,33 @@ public struct JobContext {
         worker.post(Token.record(record), priority: priority.rawValue)
     }
 
+    /// Submits a job that calls `body(argument, context)`, adding one to `counter` now and
+    /// subtracting it when done.
+    ///
+    /// For jobs that differ only in an integer (an index, a hop number, a handle): form `body`
+    /// once and pass the same value to every call, and no job allocates a closure context (a
+    /// closure that captures the integer would be a new context per job). The integer lives in
+    /// the job's record.
+    ///
+    /// ```swift
+    /// let visit: @Sendable (Int, JobContext) -> Void = { node, ctx in … }
+    /// for node in children { ctx.run(counter: done, argument: node, visit) }
+    /// ```
+    ///
+    /// - Parameters: as for `run(counter:priority:affinity:_:)`.
+    /// - Complexity: O(1); never blocks or switches fibers; no heap allocation.
+    public func run(
+        counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        argument: Int, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void
+    ) {
+        let worker = state.pointee.worker
+        if !worker.cancelDeferredDecrement(of: counter) { counter.increment() }
+        let record = worker.allocateRecord(size: MemoryLayout<ArgumentRecord>.stride)
+        Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
+                                     priority: priority, affinity: affinity)
+        worker.post(Token.record(record), priority: priority.rawValue)
+    }
+
     /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.
     /// See `JobSystem.run(count:priority:affinity:counter:_:)`.
     @discardableResult

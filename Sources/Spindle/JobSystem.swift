@@ -124,6 +124,22 @@ public final class JobSystem: @unchecked Sendable {
         scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, consume body)
     }
 
+    /// Submits a job that calls `body(argument, context)`, adding one to `counter` now and
+    /// subtracting it when done. Never blocks.
+    ///
+    /// For jobs that differ only in an integer: form `body` once and pass the same value to every
+    /// call, and no job allocates a closure context. See `JobContext.run(counter:priority:affinity:argument:_:)`.
+    ///
+    /// - Precondition: as for `run(priority:affinity:_:)`.
+    /// - Complexity: O(1); no heap allocation (records come from per-thread frame allocators).
+    public func run(
+        counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        argument: Int, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void
+    ) {
+        counter.increment()
+        scheduler.submitArgument(priority: priority, affinity: affinity, counter: counter, argument: argument, consume body)
+    }
+
     /// Submits `count` jobs that run `body(index, context)` for every index in `0..<count`, and
     /// returns the counter that reaches zero when all are done.
     ///

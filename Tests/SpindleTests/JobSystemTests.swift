@@ -77,6 +77,47 @@ struct JobSystemTests {
         jobs.shutdown()
     }
 
+    /// Jobs carrying an integer argument, submitted from outside and from inside jobs (a binary
+    /// tree: job `i` submits `2i + 1` and `2i + 2` to the counter it runs under): each index runs
+    /// once, with the priority it was submitted at.
+    @Test(arguments: workerCounts)
+    func argumentJobsRunOnceWithTheirArgument(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        withTimeLimit(seconds: 120, "argumentJobsRunOnceWithTheirArgument workers=\(workers)") {
+            let tree = 30_000
+            let outside = 10_000
+            let flags = Flags(tree + outside)
+            let duplicates = Tally()
+            let wrongPriority = Tally()
+            let counter = JobCounter()
+            // A closure formed per submission (its context freed when its one job ends) ...
+            @Sendable func node(_ index: Int, _ ctx: JobContext) {
+                if !flags.mark(index) { duplicates.add() }
+                if ctx.priority != .normal { wrongPriority.add() }
+                for child in [2 * index + 1, 2 * index + 2] where child < tree {
+                    ctx.run(counter: counter, argument: child, node)
+                }
+            }
+            jobs.run(counter: counter, argument: 0, node)
+            // ... and one closure value shared by many jobs (its references released in batches).
+            let high: @Sendable (Int, JobContext) -> Void = { index, ctx in
+                if !flags.mark(index) { duplicates.add() }
+                if ctx.priority != .high { wrongPriority.add() }
+            }
+            let outsideCounter = JobCounter()
+            for index in tree..<(tree + outside) {
+                jobs.run(counter: outsideCounter, priority: .high, argument: index, high)
+            }
+            jobs.wait(for: counter)
+            jobs.wait(for: outsideCounter)
+            #expect(duplicates.current == 0)
+            #expect(wrongPriority.current == 0)
+            #expect(flags.unmarked.isEmpty, "jobs that never ran: \(flags.unmarked.prefix(10))")
+            #expect(jobs.metrics().total.jobsRun == UInt64(tree + outside))
+        }
+        jobs.shutdown()
+    }
+
     /// Jobs that submit more jobs to the counter they run under (chains and random branching):
     /// a worker then takes back a completion it deferred instead of adding one, and a waiter
     /// must still see the counter at zero only once every job of it has finished.
@@ -808,6 +849,17 @@ struct JobSystemMisuseTests {
             let jobs = try! JobSystem(configuration: .init(workers: 1))
             jobs.shutdown()
             jobs.run { _ in }
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("after shutdown"))
+    }
+
+    @Test
+    func submittingAnArgumentJobAfterShutdownTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 1))
+            jobs.shutdown()
+            jobs.run(counter: JobCounter(), argument: 1) { _, _ in }
         }
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
         #expect(stderr.contains("after shutdown"))

@@ -203,6 +203,10 @@ void *_Nonnull spindle_context_make(void *_Nonnull stack_top, spindle_fiber_t *_
 /// (function, context) are at `words`, as recorded by spindle_closure_words (declared to Swift
 /// with @_silgen_name, since Swift passes the closure itself).
 void spindle_closure_invoke(void *_Nonnull const *_Nonnull words, void *_Nullable argument);
+/// Calls the Swift closure of type `(Int, UnsafeMutableRawPointer) -> Void` (or `(Int, JobContext)
+/// -> Void`, whose second parameter is one pointer) whose two words are at `words`.
+void spindle_closure_invoke_with_integer(void *_Nonnull const *_Nonnull words, intptr_t integer,
+                                         void *_Nullable argument);
 /// Calls the Swift closure of type `(UnsafeMutableRawPointer) throws -> Void` (or of a
 /// one-pointer struct such as `JobContext`) whose two words are at `words`; returns nil, or the
 /// error it threw (an owned reference to the error box, which the caller must release).

@@ -1,7 +1,7 @@
 import CSpindle
 import Synchronization
 
-/// Filling and executing the three kinds of record (docs/scheduler.md, "Job records").
+/// Filling and executing the four kinds of record (docs/scheduler.md, "Job records").
 @usableFromInline
 enum Execution {
     // MARK: run
@@ -28,6 +28,39 @@ enum Execution {
         spindle_closure_invoke(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
         leave(state, saved)
         // The job may have continued on another worker after a wait.
+        let finishedOn = state.pointee.worker
+        finishedOn.retireBody(movingFrom: body)
+        finishedOn.releaseRecord(memory)
+        finishedOn.count(.jobsRun)
+        if let counter = header.counter {
+            finishedOn.deferDecrement(counter)
+        }
+    }
+
+    // MARK: run(counter:argument:)
+
+    static func initializeArgument(
+        _ memory: UnsafeMutableRawPointer, argument: Int, body: __owned @escaping @Sendable (Int, JobContext) -> Void,
+        counter: JobCounter?, priority: Priority, affinity: JobAffinity
+    ) {
+        memory.bindMemory(to: ArgumentRecord.self, capacity: 1).initialize(to: ArgumentRecord(
+            header: JobHeader(execute: executeArgument, counter: counter.map { Unmanaged.passUnretained($0) },
+                              priority: priority, pinned: affinity == .pinned),
+            body: ArgumentBody(call: body), argument: argument))
+    }
+
+    /// `executeRun` for a body that takes the record's integer as well.
+    static let executeArgument: ExecuteFunction = { memory, rawState in
+        let state = rawState.assumingMemoryBound(to: FiberState.self)
+        let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
+        let body = (memory + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: ArgumentBody.self)
+        let argument = memory.load(fromByteOffset: MemoryLayout<ArgumentRecord>.offset(of: \ArgumentRecord.argument)!, as: Int.self)
+        state.pointee.worker.flushDecrements(unlessFor: header.counter)
+        let saved = enter(state, counter: header.counter, header: header)
+        // SAFETY: as in `executeRun`; the closure's second parameter, `JobContext`, is one pointer.
+        spindle_closure_invoke_with_integer(
+            UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self), argument, rawState)
+        leave(state, saved)
         let finishedOn = state.pointee.worker
         finishedOn.retireBody(movingFrom: body)
         finishedOn.releaseRecord(memory)

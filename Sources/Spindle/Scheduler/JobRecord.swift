@@ -53,6 +53,20 @@ struct RunBody {
     var call: @Sendable (JobContext) -> Void
 }
 
+/// A record from `run(counter:argument:_:)`: the header, the body, and the integer it is called
+/// with. The body comes right after the header, as in `RunRecord`, so both kinds retire their
+/// closure the same way.
+struct ArgumentRecord {
+    var header: JobHeader
+    var body: ArgumentBody
+    var argument: Int
+}
+
+/// The body of an `ArgumentRecord`: one closure, stored as its two words like `RunBody`.
+struct ArgumentBody {
+    var call: @Sendable (Int, JobContext) -> Void
+}
+
 /// A record from `run(count:)`: one body for `count` indices, executed by up to `maxTickets`
 /// tickets (the same record pushed several times) that claim indices with a shared atomic.
 struct CountRecord: ~Copyable {

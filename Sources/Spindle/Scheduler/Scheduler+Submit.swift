@@ -85,6 +85,17 @@ extension Scheduler {
         enqueue(record, priority: priority.rawValue, on: route)
     }
 
+    /// Submits a `run(counter:argument:)` job, its body moved in like `submitRun`'s.
+    @inline(__always)
+    func submitArgument(priority: Priority, affinity: JobAffinity, counter: JobCounter?, argument: Int,
+                        _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
+        let route = route()
+        let record = allocateRecord(size: MemoryLayout<ArgumentRecord>.stride, on: route)
+        Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
+                                     priority: priority, affinity: affinity)
+        enqueue(record, priority: priority.rawValue, on: route)
+    }
+
     /// Memory for a job record submitted from a thread outside the system (its submitter
     /// arena, chunks of node 0). Traps after shutdown.
     func allocateOutsideRecord(size: Int) -> UnsafeMutableRawPointer {

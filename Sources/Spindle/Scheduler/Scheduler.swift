@@ -85,7 +85,9 @@ final class Scheduler: @unchecked Sendable {
     init(configuration: JobSystem.Configuration, plan: WorkerPlan, placement: MemoryPlacement = .kernel) throws {
         // The executors call a record's body in place through its two words, right after the
         // header (closure.c); a layout change must fail loudly, not call garbage.
-        require(MemoryLayout<RunRecord>.size == MemoryLayout<JobHeader>.stride + 2 * MemoryLayout<Int>.size,
+        require(MemoryLayout<RunRecord>.size == MemoryLayout<JobHeader>.stride + 2 * MemoryLayout<Int>.size
+                    && MemoryLayout<ArgumentRecord>.offset(of: \ArgumentRecord.body) == MemoryLayout<JobHeader>.stride
+                    && MemoryLayout<ArgumentBody>.size == 2 * MemoryLayout<Int>.size,
                      "Spindle internal error: job record layout changed")
         self.configuration = configuration
         workerCount = plan.cpus.count

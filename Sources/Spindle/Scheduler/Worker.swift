@@ -263,9 +263,9 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     /// operation per batch moves its reference-count cache line between the two threads once
     /// per batch instead of once per job. Values captured by a shared closure are therefore
     /// released a little later than the job ends (docs/scheduler.md, "Contended lines,
-    /// batched").
+    /// batched"). `Body` is `RunBody` or `ArgumentBody`: one closure, stored as its two words.
     @inline(__always)
-    func retireBody(movingFrom body: UnsafeMutablePointer<RunBody>) {
+    func retireBody<Body>(movingFrom body: UnsafeMutablePointer<Body>) {
         let local = self.local
         let words = UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
         // A closure that captures nothing has no context and nothing to release.
