@@ -17,15 +17,25 @@ enum Execution {
     }
 
     static let executeRun: ExecuteFunction = { memory, rawState in
+        runInPlace(memory, rawState, RunBody.self) { words in spindle_closure_invoke(words, rawState) }
+    }
+
+    /// Runs the closure that follows the header of a `run` or `run(counter:argument:)` record
+    /// (`Body`: `RunBody` or `ArgumentBody`) through `call`, which gets its two words, on the
+    /// fiber whose state is `rawState`; then retires the closure, the record and the job's
+    /// completion on the worker the job finished on.
+    @inline(__always)
+    static func runInPlace<Body>(_ memory: UnsafeMutableRawPointer, _ rawState: UnsafeMutableRawPointer,
+                                 _ bodyType: Body.Type, _ call: (UnsafeMutablePointer<UnsafeMutableRawPointer>) -> Void) {
         let state = rawState.assumingMemoryBound(to: FiberState.self)
         let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
-        let body = (memory + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: RunBody.self)
+        let body = (memory + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: Body.self)
         state.pointee.worker.flushDecrements(unlessFor: header.counter)
         let saved = enter(state, counter: header.counter, header: header)
-        // SAFETY: `RunBody` is one closure, stored as its two words (function, context); the
-        // trampoline calls it with Swift's convention without copying it, so the body's
+        // SAFETY: the body is one closure, stored as its two words (function, context); the
+        // trampolines call it with Swift's convention without copying it, so the body's
         // reference count is not touched here. The record stays allocated until the call returns.
-        spindle_closure_invoke(UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
+        call(UnsafeMutableRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self))
         leave(state, saved)
         // The job may have continued on another worker after a wait.
         let finishedOn = state.pointee.worker
@@ -49,24 +59,12 @@ enum Execution {
             body: ArgumentBody(call: body), argument: argument))
     }
 
-    /// `executeRun` for a body that takes the record's integer as well.
+    /// `executeRun` for a body that takes the record's integer as well (its second parameter,
+    /// `JobContext`, is one pointer, which the trampoline passes).
     static let executeArgument: ExecuteFunction = { memory, rawState in
-        let state = rawState.assumingMemoryBound(to: FiberState.self)
-        let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
-        let body = (memory + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: ArgumentBody.self)
         let argument = memory.load(fromByteOffset: MemoryLayout<ArgumentRecord>.offset(of: \ArgumentRecord.argument)!, as: Int.self)
-        state.pointee.worker.flushDecrements(unlessFor: header.counter)
-        let saved = enter(state, counter: header.counter, header: header)
-        // SAFETY: as in `executeRun`; the closure's second parameter, `JobContext`, is one pointer.
-        spindle_closure_invoke_with_integer(
-            UnsafeRawPointer(body).assumingMemoryBound(to: UnsafeMutableRawPointer.self), argument, rawState)
-        leave(state, saved)
-        let finishedOn = state.pointee.worker
-        finishedOn.retireBody(movingFrom: body)
-        finishedOn.releaseRecord(memory)
-        finishedOn.count(.jobsRun)
-        if let counter = header.counter {
-            finishedOn.deferDecrement(counter)
+        runInPlace(memory, rawState, ArgumentBody.self) { words in
+            spindle_closure_invoke_with_integer(words, argument, rawState)
         }
     }
 

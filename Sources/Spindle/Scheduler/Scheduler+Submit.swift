@@ -50,12 +50,9 @@ extension Scheduler {
     @inline(__always)
     func enqueue(_ record: UnsafeMutableRawPointer, priority: UInt8, on route: Route) {
         switch route {
-        case .job(let worker):
+        case .job(let worker), .task(let worker):
+            // `post` runs the wake check itself.
             worker.post(Token.record(record), priority: priority)
-            return
-        case .task(let worker):
-            worker.post(Token.record(record), priority: priority)
-            sleep.workPosted(self)
         case .outside:
             injectionRefs[Int(priority)]._withUnsafeGuaranteedRef { $0.push(record) }
             sleep.workPublished(self)
