@@ -94,7 +94,8 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
     /// Takes the most recently pushed element from the bottom, or nil if the deque is empty (or a
     /// thief took the last element first). Owner only.
     ///
-    /// - Complexity: O(1); one sequentially consistent fence, and a CAS only for the last element.
+    /// - Complexity: O(1); one sequentially consistent fence when more than one element is left,
+    ///   one CAS (and no fence) for the last element.
     @inlinable
     public func pop() -> Element? {
         Self.pop(storage: storage)
@@ -156,9 +157,23 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         // Empty for sure, without the fence: only the owner raises `bottom`, and `top` only
         // grows, so a stale (smaller) `top` that already reaches `bottom` proves emptiness.
         // docs/deque.md, "Pop".
-        if current <= topPointer.pointee.load(ordering: .relaxed) { return nil }
+        let staleTop = topPointer.pointee.load(ordering: .relaxed)
+        if current <= staleTop { return nil }
         let bottom = current &- 1
         let ring = Ring(raw: ring(storage).pointee.load(ordering: .relaxed))
+        if current &- staleTop == 1 {
+            // At most one element (the real `top` is at least the stale one): race the thieves
+            // for slot `staleTop` with the CAS alone, no reservation and no fence. Winning proves
+            // `top` was still `staleTop`, so the slot held the one element; losing means a thief
+            // took it and the deque is empty. Either way `top` ends equal to `bottom`, which is
+            // untouched. docs/deque.md, "Pop", step 1.
+            let word = ring.slot(bottom).pointee.load(ordering: .relaxed)
+            let won = topPointer.pointee.compareExchange(
+                expected: staleTop, desired: current,
+                successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed
+            ).exchanged
+            return won ? unsafeBitCast(word, to: Element.self) : nil
+        }
         // Relaxed store followed by a seq_cst fence: the reservation of slot `bottom` must be
         // visible before we read `top`, or a thief and the owner could both take the last
         // element (the store-load ordering only a full fence gives). Pairs with the fence in
