@@ -3,6 +3,7 @@
 import Foundation
 import Spindle
 import SpindleBenchKit
+import Synchronization
 
 enum GraphSuite {
     static func register(_ registry: inout BenchmarkRegistry) {
@@ -48,6 +49,30 @@ enum GraphSuite {
             }, run: { graph in
                 try! jobs.runAndWait(graph)
             })
+        })
+        registry.register(Benchmark(BenchmarkID(group: "W5-dag", name: "spindle-inside"), throughput: throughput, mode: .flat,
+                                    sweepsThreads: true,
+                                    note: "the same TaskGraph, each run started and awaited inside a job (ctx.runAndWait(graph): the waiter is a parked fiber, not a blocked thread); \(k)") { threads in
+            let jobs = try SharedJobSystem.get(workers: threads)
+            let cache = W5Graph()
+            let runs = try WorkloadSuite.W5Runs()
+            let graph = cache.graph(for: runs.graph, values: runs.values)
+            return { iterations in
+                var total: UInt64 = 0
+                for _ in 0..<iterations {
+                    // One job drives the sample's 50 runs; each run is timed inside it.
+                    let outcome = Mutex<Result<UInt64, BenchmarkCheckFailure>?>(nil)
+                    jobs.wait(for: jobs.run { ctx in
+                        let result = Result { () throws(BenchmarkCheckFailure) in
+                            try runs.sample(prepare: { _, _ in graph }, run: { try! ctx.runAndWait($0) })
+                        }
+                        outcome.withLock { $0 = result }
+                    })
+                    guard let result = outcome.withLock({ $0 }) else { throw BenchmarkCheckFailure("W5: the driving job did not run") }
+                    total &+= try result.get()
+                }
+                return total
+            }
         })
     }
 }

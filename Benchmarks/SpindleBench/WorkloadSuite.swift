@@ -341,20 +341,39 @@ enum WorkloadSuite {
     static func w5Routine<Prepared>(
         prepare: @escaping (Graph, SharedBuffer<UInt64>) -> Prepared, run: @escaping (Prepared) -> Void
     ) throws -> Routine {
-        let graph = try Graph()
-        let values = SharedBuffer<UInt64>(repeating: 0, count: Workloads.w5Nodes)
-        let expected = Workloads.w5Serial(deps: graph.deps, values: values.pointer, k: graph.k)
+        let runs = try W5Runs()
         return { iterations in
             var total: UInt64 = 0
-            for _ in 0..<iterations {
-                for _ in 0..<Workloads.w5RunsPerSample {
-                    values.pointer.update(repeating: 0)
-                    let prepared = prepare(graph, values)
-                    total &+= Clock.measure { run(prepared) }
-                    let xor = values.pointer.reduce(0, ^)
-                    guard xor == expected else {
-                        throw BenchmarkCheckFailure("W5: XOR of values = \(xor), expected \(expected) (K = \(graph.k))")
-                    }
+            for _ in 0..<iterations { total &+= try runs.sample(prepare: prepare, run: run) }
+            return total
+        }
+    }
+
+    /// W5's inputs, value buffer and expected XOR, and one sample: 50 runs, each timed alone
+    /// (the buffer is reset untimed before it and the XOR checked untimed after it).
+    struct W5Runs: @unchecked Sendable {
+        // SAFETY: `values` is written only by the graph run in progress and by `sample` between
+        // runs; the rest is read-only after construction.
+        let graph: Graph
+        let values: SharedBuffer<UInt64>
+        let expected: UInt64
+
+        init() throws {
+            graph = try Graph()
+            values = SharedBuffer<UInt64>(repeating: 0, count: Workloads.w5Nodes)
+            expected = Workloads.w5Serial(deps: graph.deps, values: values.pointer, k: graph.k)
+        }
+
+        /// Total nanoseconds of the 50 timed runs.
+        func sample<Prepared>(prepare: (Graph, SharedBuffer<UInt64>) -> Prepared, run: (Prepared) -> Void) throws(BenchmarkCheckFailure) -> UInt64 {
+            var total: UInt64 = 0
+            for _ in 0..<Workloads.w5RunsPerSample {
+                values.pointer.update(repeating: 0)
+                let prepared = prepare(graph, values)
+                total &+= Clock.measure { run(prepared) }
+                let xor = values.pointer.reduce(0, ^)
+                guard xor == expected else {
+                    throw BenchmarkCheckFailure("W5: XOR of values = \(xor), expected \(expected) (K = \(graph.k))")
                 }
             }
             return total
