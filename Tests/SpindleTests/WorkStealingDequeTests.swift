@@ -81,7 +81,7 @@ struct WorkStealingDequeTests {
     @Test(arguments: [1, 2, 4, 8])
     func everyItemIsTakenExactlyOnce(thieves: Int) {
         let seed = testSeed(default: 0x57EA_1000 + UInt64(thieves))
-        takeEveryItemOnce(thieves: thieves, items: 2_000_000, seed: seed) { deque, items, rng, taken in
+        takeEveryItemOnce(thieves: thieves, items: 2_000_000, seed: seed) { deque, items, rng, taken, _ in
             for value in 0..<items {
                 deque.push(value)
                 if rng.next() % 3 == 0, let popped = deque.pop() { taken.append(popped) }
@@ -95,24 +95,29 @@ struct WorkStealingDequeTests {
     @Test(arguments: [1, 2, 4])
     func lastElementGoesToExactlyOneTaker(thieves: Int) {
         let seed = testSeed(default: 0x1A57_0000 + UInt64(thieves))
-        takeEveryItemOnce(thieves: thieves, items: 1_000_000, seed: seed) { deque, items, rng, taken in
+        takeEveryItemOnce(thieves: thieves, items: 1_000_000, seed: seed) { deque, items, rng, taken, thiefHasStolen in
             var value = 0
             while value < items {
                 let burst = Swift.min(items - value, 1 + Int(rng.next() % 2))
                 for _ in 0..<burst { deque.push(value); value += 1 }
+                // Until some thief has taken a value, the burst waits for one: an owner this fast
+                // could otherwise finish before any thief is scheduled, leaving the race untried.
+                while !thiefHasStolen() { sched_yield() }
                 while let popped = deque.pop() { taken.append(popped) }
             }
         }
     }
 
-    /// Runs `owner` (which pushes `0..<items` and may pop) on one thread while `thieves` threads
-    /// steal, then checks that every value was taken exactly once and that thieves took some.
+    /// Runs `owner` (which pushes `0..<items` and may pop; its last argument says whether any
+    /// thief has stolen yet) on one thread while `thieves` threads steal, then checks that every
+    /// value was taken exactly once and that thieves took some.
     private func takeEveryItemOnce(
         thieves: Int, items: Int, seed: UInt64,
-        owner: @escaping @Sendable (WorkStealingDeque<Int>, Int, inout SplitMix64, inout [Int]) -> Void
+        owner: @escaping @Sendable (WorkStealingDeque<Int>, Int, inout SplitMix64, inout [Int], () -> Bool) -> Void
     ) {
         let deque = WorkStealingDeque<Int>(capacity: 64)
         let ownerDone = Atomic<Bool>(false)
+        let anyStolen = Atomic<Bool>(false)
         let takenBy = UnsafeMutableBufferPointer<[Int]>.allocate(capacity: thieves + 1)
         takenBy.initialize(repeating: [])
         defer { takenBy.deinitialize(); takenBy.deallocate() }
@@ -128,13 +133,15 @@ struct WorkStealingDequeTests {
                 if index == 0 {
                     // The owner.
                     var rng = SplitMix64(seed: seed)
-                    owner(deque, items, &rng, &taken)
+                    owner(deque, items, &rng, &taken) { anyStolen.load(ordering: .relaxed) }
                     while let popped = deque.pop() { taken.append(popped) }
                     ownerDone.store(true, ordering: .releasing)
                 } else {
                     while true {
                         switch deque.steal() {
-                        case .success(let value): taken.append(value)
+                        case .success(let value):
+                            taken.append(value)
+                            if taken.count == 1 { anyStolen.store(true, ordering: .relaxed) }
                         case .retry: continue
                         case .empty:
                             // The owner drains the deque before it says it is done, so empty
