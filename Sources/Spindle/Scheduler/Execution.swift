@@ -62,7 +62,7 @@ enum Execution {
     /// `executeRun` for a body that takes the record's integer as well (its second parameter,
     /// `JobContext`, is one pointer, which the trampoline passes).
     static let executeArgument: ExecuteFunction = { memory, rawState in
-        let argument = memory.load(fromByteOffset: MemoryLayout<ArgumentRecord>.offset(of: \ArgumentRecord.argument)!, as: Int.self)
+        let argument = memory.assumingMemoryBound(to: ArgumentRecord.self).pointee.argument
         runInPlace(memory, rawState, ArgumentBody.self) { words in
             spindle_closure_invoke_with_integer(words, argument, rawState)
         }
