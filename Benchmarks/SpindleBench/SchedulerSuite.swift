@@ -64,8 +64,9 @@ enum SchedulerSuite {
         let count = Workloads.w1Jobs
         let throughput = Throughput.elements(count)
         registry.register(Benchmark(BenchmarkID(group: "W1-spawn", name: "spindle-outside"), throughput: throughput, mode: .flat,
-                                    note: "jobs.run(counter:) ×1M from the main thread (injection queue), jobs.wait(for:)") { _ in
-            let jobs = try SharedJobSystem.get()
+                                    sweepsThreads: true,
+                                    note: "jobs.run(counter:) ×1M from the main thread (injection queue), jobs.wait(for:)") { threads in
+            let jobs = try SharedJobSystem.get(workers: threads)
             return WorkloadSuite.w1Routine { hits in
                 let counter = JobCounter()
                 let body: @Sendable (JobContext) -> Void = { _ in hits.value.add(1, ordering: .relaxed) }
@@ -74,12 +75,14 @@ enum SchedulerSuite {
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "W1-spawn", name: "spindle-inside"), throughput: throughput, mode: .flat,
-                                    note: "one job spawns ctx.run(counter:) ×1M onto its worker's deque, then ctx.wait(for:)") { _ in
-            w1InsideRoutine(try SharedJobSystem.get())
+                                    sweepsThreads: true,
+                                    note: "one job spawns ctx.run(counter:) ×1M onto its worker's deque, then ctx.wait(for:)") { threads in
+            w1InsideRoutine(try SharedJobSystem.get(workers: threads))
         })
         registry.register(Benchmark(BenchmarkID(group: "W1-spawn", name: "spindle-run-count"), throughput: throughput, mode: .flat,
-                                    note: "one jobs.run(count: 1M) from the main thread: 1M jobs sharing one record and body") { _ in
-            let jobs = try SharedJobSystem.get()
+                                    sweepsThreads: true,
+                                    note: "one jobs.run(count: 1M) from the main thread: 1M jobs sharing one record and body") { threads in
+            let jobs = try SharedJobSystem.get(workers: threads)
             return WorkloadSuite.w1Routine { hits in
                 jobs.wait(for: jobs.run(count: count) { _, _ in hits.value.add(1, ordering: .relaxed) })
             }
@@ -96,9 +99,9 @@ enum SchedulerSuite {
 
     static func registerW2(_ registry: inout BenchmarkRegistry) {
         registry.register(Benchmark(BenchmarkID(group: "W2-fib", name: "spindle-join"), throughput: .elements(Workloads.w2Spawns),
-                                    mode: .flat,
-                                    note: "ctx.join: fib(n−2) offered to thieves, fib(n−1) run by the caller (the join's stealable half is the spawn)") { _ in
-            let jobs = try SharedJobSystem.get()
+                                    mode: .flat, sweepsThreads: true,
+                                    note: "ctx.join: fib(n−2) offered to thieves, fib(n−1) run by the caller (the join's stealable half is the spawn)") { threads in
+            let jobs = try SharedJobSystem.get(workers: threads)
             let result = Atomic<Int>(0)
             return { iterations in
                 var total: UInt64 = 0
@@ -121,8 +124,9 @@ enum SchedulerSuite {
     static func registerW6(_ registry: inout BenchmarkRegistry) {
         let hops = Workloads.w6Hops
         registry.register(Benchmark(BenchmarkID(group: "W6-chain", name: "spindle"), throughput: .elements(hops), mode: .flat,
-                                    note: "each job does ctx.run(counter:) for the next and returns; the main thread waits on the counter") { _ in
-            let jobs = try SharedJobSystem.get()
+                                    sweepsThreads: true,
+                                    note: "each job does ctx.run(counter:) for the next and returns; the main thread waits on the counter") { threads in
+            let jobs = try SharedJobSystem.get(workers: threads)
             let ran = Counter()
             @Sendable func hop(_ index: Int, _ done: JobCounter, _ ctx: JobContext) {
                 ran.value.add(1, ordering: .relaxed)
@@ -146,8 +150,9 @@ enum SchedulerSuite {
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "W6-chain", name: "spindle-argument"), throughput: .elements(hops), mode: .flat,
-                                    note: "each job does ctx.run(counter:argument:) for the next, passing the hop number to one body formed once; the main thread waits on the counter") { _ in
-            let jobs = try SharedJobSystem.get()
+                                    sweepsThreads: true,
+                                    note: "each job does ctx.run(counter:argument:) for the next, passing the hop number to one body formed once; the main thread waits on the counter") { threads in
+            let jobs = try SharedJobSystem.get(workers: threads)
             return { iterations in
                 var total: UInt64 = 0
                 for _ in 0..<iterations {
