@@ -480,6 +480,32 @@ struct JobSystemTests {
         }
     }
 
+    /// A job whose deque a thief emptied, and which posts again once that thief sleeps, wakes it:
+    /// the owner's copy of `top` still counts the stolen jobs, so the post must read `top` itself
+    /// (docs/sleep.md, "Posting work", step 0). The job spins until its new child has started,
+    /// never popping it, so a post that wakes nobody hangs and the time limit fails.
+    @Test(arguments: [2, 4])
+    func aPostAfterThievesEmptiedTheDequeWakesASleeper(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        withTimeLimit(seconds: 60, "aPostAfterThievesEmptiedTheDequeWakesASleeper workers=\(workers)") {
+            let started = Tally()
+            let done = jobs.run { ctx in
+                let stolen = JobCounter()
+                let sleepsBefore = jobs.metrics().total.sleeps
+                for _ in 0..<8 { ctx.run(counter: stolen) { _ in } }
+                // This job never pops while it spins: the other workers take all eight...
+                while !stolen.isComplete { sched_yield() }
+                // ...and then all fall asleep with nothing left to take (a sleep counted since the
+                // eight were posted is one past its re-check).
+                while jobs.metrics().total.sleeps == sleepsBefore || jobs.sleepingWorkers < workers - 1 { sched_yield() }
+                ctx.run { _ in started.add() }
+                while started.current < 1 { sched_yield() }
+            }
+            jobs.wait(for: done)
+        }
+        jobs.shutdown()
+    }
+
     // MARK: Priorities
 
     /// The fairness rule (docs/scheduler.md): a worker checks high before normal before low,

@@ -66,6 +66,23 @@ struct WorkStealingDequeTests {
         if case .empty = deque.steal() {} else { Issue.record("steal from an empty deque must report .empty") }
     }
 
+    /// Slots that thieves vacated are reused without growing the ring, although the owner's
+    /// capacity check starts from its own copy of `top` (docs/deque.md, push step 2).
+    @Test func reusesStolenSlotsWithoutGrowing() {
+        let deque = WorkStealingDeque<Int>(capacity: 8)
+        for round in 0..<100 {
+            for value in 0..<8 { deque.push(round * 8 + value) }
+            for value in 0..<8 {
+                guard case .success(let stolen) = deque.steal(), stolen == round * 8 + value else {
+                    Issue.record("round \(round): steal \(value) did not return \(round * 8 + value)")
+                    return
+                }
+            }
+        }
+        #expect(deque.capacity == 8)
+        #expect(deque.approximateCount == 0)
+    }
+
     @Test func holdsPointers() {
         let deque = WorkStealingDeque<UnsafeMutableRawPointer>()
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)

@@ -33,10 +33,12 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
     }
 
     /// Header layout: `top` and `bottom` on separate 128-byte blocks (adjacent-line prefetching
-    /// pairs 64-byte lines), and the ring pointer with them on the thieves' block.
+    /// pairs 64-byte lines), the ring pointer on the thieves' block, and the owner's copy of
+    /// `top` on the second line of the owner's block.
     @usableFromInline static var topOffset: Int { 0 }
     @usableFromInline static var ringOffset: Int { 64 }
     @usableFromInline static var bottomOffset: Int { 128 }
+    @usableFromInline static var knownTopOffset: Int { 192 }
     @usableFromInline static var headerSize: Int { 256 }
 
     @usableFromInline let storage: UnsafeMutableRawPointer
@@ -52,6 +54,7 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         storage = .allocate(byteCount: Self.headerSize, alignment: 128)
         (storage + Self.topOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
         (storage + Self.bottomOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        (storage + Self.knownTopOffset).bindMemory(to: Int.self, capacity: 1).initialize(to: 0)
         let ring = Ring.allocate(capacity: Swift.max(2, 1 << (Int.bitWidth - (capacity - 1).leadingZeroBitCount)))
         (storage + Self.ringOffset).bindMemory(to: Atomic<UnsafeMutableRawPointer>.self, capacity: 1)
             .initialize(to: Atomic(ring.raw))
@@ -124,6 +127,13 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         (storage + bottomOffset).assumingMemoryBound(to: Atomic<Int>.self)
     }
 
+    /// The owner's last acquired reading of `top` (plain memory: only the owner reads or
+    /// writes it), on the owner's block away from the line thieves read `bottom` from.
+    @inlinable
+    static func knownTop(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Int> {
+        (storage + knownTopOffset).assumingMemoryBound(to: Int.self)
+    }
+
     @inlinable
     static func ring(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer>> {
         (storage + ringOffset).assumingMemoryBound(to: Atomic<UnsafeMutableRawPointer>.self)
@@ -134,12 +144,20 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
     static func push(_ element: Element, storage: UnsafeMutableRawPointer, owner: Unmanaged<WorkStealingDeque>) {
         // Relaxed: only the owner writes `bottom`.
         let bottom = bottom(storage).pointee.load(ordering: .relaxed)
-        // Acquiring: pairs with thieves' CAS on `top`, so a slot they vacated may be reused.
-        let top = top(storage).pointee.load(ordering: .acquiring)
         // Relaxed: only the owner replaces the ring.
         var ring = Ring(raw: ring(storage).pointee.load(ordering: .relaxed))
-        if bottom &- top > ring.mask {
-            ring = owner._withUnsafeGuaranteedRef { $0.grow(top: top, bottom: bottom) }
+        // The capacity check uses the owner's copy of `top`, a lower bound of the real one
+        // (`top` never decreases), so a slot it shows free is free. Only when the ring looks
+        // full is `top` itself read: thieves write its line at every steal, and reading it per
+        // push would move that line to the owner and back per stolen job. docs/deque.md, "Push".
+        let knownTop = knownTop(storage)
+        if bottom &- knownTop.pointee > ring.mask {
+            // Acquiring: pairs with thieves' CAS on `top`, so a slot they vacated may be reused.
+            let top = top(storage).pointee.load(ordering: .acquiring)
+            knownTop.pointee = top
+            if bottom &- top > ring.mask {
+                ring = owner._withUnsafeGuaranteedRef { $0.grow(top: top, bottom: bottom) }
+            }
         }
         // Relaxed: published by the releasing store of `bottom` below.
         ring.slot(bottom).pointee.store(unsafeBitCast(element, to: UInt.self), ordering: .relaxed)
@@ -172,7 +190,10 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
                 expected: staleTop, desired: current,
                 successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed
             ).exchanged
-            return won ? unsafeBitCast(word, to: Element.self) : nil
+            guard won else { return nil }
+            // The CAS read `top` with acquire semantics: the owner's copy may take its value.
+            knownTop(storage).pointee = current
+            return unsafeBitCast(word, to: Element.self)
         }
         // Relaxed store followed by a seq_cst fence: the reservation of slot `bottom` must be
         // visible before we read `top`, or a thief and the owner could both take the last
@@ -233,6 +254,24 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         let top = top(storage).pointee.load(ordering: .relaxed)
         let bottom = bottom(storage).pointee.load(ordering: .relaxed)
         return Swift.max(0, bottom &- top)
+    }
+
+    /// `bottom` minus the owner's copy of `top`: an upper bound of the elements held, read
+    /// without touching the line thieves write. Zero proves the deque empty. Owner only.
+    @inlinable @inline(__always)
+    static func ownerBound(storage: UnsafeMutableRawPointer) -> Int {
+        bottom(storage).pointee.load(ordering: .relaxed) &- knownTop(storage).pointee
+    }
+
+    /// Reads `top` (acquiring), makes it the owner's copy, and returns `bottom - top`: the
+    /// elements held at this instant (negative while the owner's pop of the last element is in
+    /// flight, which the owner itself never observes). Owner only.
+    @inlinable @inline(__always)
+    static func refreshOwnerCount(storage: UnsafeMutableRawPointer) -> Int {
+        // Acquiring: the copy serves `push`'s capacity check like a fresh reading.
+        let top = top(storage).pointee.load(ordering: .acquiring)
+        knownTop(storage).pointee = top
+        return bottom(storage).pointee.load(ordering: .relaxed) &- top
     }
 
     /// `bottom - top` at some recent instant: exact for the owner when no thief is active,

@@ -359,12 +359,26 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     ///
     /// The check is skipped when the deque already held work: the post that made it non-empty
     /// ran the check, a worker that steals from it wakes the next one if more work is queued,
-    /// and the owner drains its own deque in any case (step 0 of "Posting work").
+    /// and the owner drains its own deque in any case (step 0 of "Posting work"). Whether it
+    /// held work is first judged from the owner's copy of `top`, without reading the line
+    /// thieves write at every steal; the copy may be stale, so the exact reading is taken
+    /// when some worker is not awake, the only case in which the check could wake anyone.
     func post(_ token: UInt, priority: UInt8) {
-        let wasEmpty = approximateCount(priority) == 0
+        let storage = storage(priority)
+        let bound = WorkStealingDeque<UInt>.ownerBound(storage: storage)
         push(token, priority: priority)
         // A lone worker finds its own work; there is nobody to wake.
-        guard wasEmpty, pointee.workerCount > 1 else { return }
+        guard pointee.workerCount > 1 else { return }
+        if bound > 0 {
+            // Step 0: by the owner's copy of `top`, the deque held work. With every worker
+            // awake, nobody could be woken.
+            if SleepState.awake(pointee.activity.pointee.load(ordering: .relaxed)) == UInt64(pointee.workerCount) {
+                return
+            }
+            // Someone sleeps or is about to: ask `top` itself. Two elements or more now means
+            // the deque held work before this push.
+            if WorkStealingDeque<UInt>.refreshOwnerCount(storage: storage) >= 2 { return }
+        }
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         // Step 2: a searching worker will find it.
