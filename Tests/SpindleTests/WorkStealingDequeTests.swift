@@ -182,8 +182,8 @@ struct WorkStealingDequeTests {
         let lost = counts.indices.filter { counts[$0] == 0 }
         let duplicated = counts.indices.filter { counts[$0] > 1 }
         #expect(total == items, "seed \(seed)")
-        #expect(lost.count == 0, "lost \(lost.count) items, first \(lost.prefix(5)); seed \(seed)")
-        #expect(duplicated.count == 0, "duplicated \(duplicated.count) items, first \(duplicated.prefix(5)); seed \(seed)")
+        #expect(lost.isEmpty, "lost \(lost.count) items, first \(lost.prefix(5)); seed \(seed)")
+        #expect(duplicated.isEmpty, "duplicated \(duplicated.count) items, first \(duplicated.prefix(5)); seed \(seed)")
         #expect(takenBy[1...].contains { !$0.isEmpty } || thieves == 0, "no thief ever stole: the test did not exercise stealing; seed \(seed)")
     }
 }

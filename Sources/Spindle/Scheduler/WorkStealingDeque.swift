@@ -150,11 +150,8 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         // (`top` never decreases), so a slot it shows free is free. Only when the ring looks
         // full is `top` itself read: thieves write its line at every steal, and reading it per
         // push would move that line to the owner and back per stolen job. docs/deque.md, "Push".
-        let knownTop = knownTop(storage)
-        if bottom &- knownTop.pointee > ring.mask {
-            // Acquiring: pairs with thieves' CAS on `top`, so a slot they vacated may be reused.
-            let top = top(storage).pointee.load(ordering: .acquiring)
-            knownTop.pointee = top
+        if bottom &- knownTop(storage).pointee > ring.mask {
+            let top = refreshKnownTop(storage)
             if bottom &- top > ring.mask {
                 ring = owner._withUnsafeGuaranteedRef { $0.grow(top: top, bottom: bottom) }
             }
@@ -263,14 +260,21 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         bottom(storage).pointee.load(ordering: .relaxed) &- knownTop(storage).pointee
     }
 
-    /// Reads `top` (acquiring), makes it the owner's copy, and returns `bottom - top`: the
-    /// elements held at this instant (negative while the owner's pop of the last element is in
-    /// flight, which the owner itself never observes). Owner only.
+    /// Reads `top` and makes it the owner's copy; returns it. Owner only.
     @inlinable @inline(__always)
-    static func refreshOwnerCount(storage: UnsafeMutableRawPointer) -> Int {
-        // Acquiring: the copy serves `push`'s capacity check like a fresh reading.
+    static func refreshKnownTop(_ storage: UnsafeMutableRawPointer) -> Int {
+        // Acquiring: pairs with thieves' CAS on `top`, so a slot they vacated may be reused by
+        // a push that trusts the copy.
         let top = top(storage).pointee.load(ordering: .acquiring)
         knownTop(storage).pointee = top
+        return top
+    }
+
+    /// The elements held at this instant, `bottom - top`, refreshing the owner's copy of `top`
+    /// on the way. Owner only.
+    @inlinable @inline(__always)
+    static func refreshOwnerCount(storage: UnsafeMutableRawPointer) -> Int {
+        let top = refreshKnownTop(storage)
         return bottom(storage).pointee.load(ordering: .relaxed) &- top
     }
 

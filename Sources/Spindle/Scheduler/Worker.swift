@@ -369,15 +369,12 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         push(token, priority: priority)
         // A lone worker finds its own work; there is nobody to wake.
         guard pointee.workerCount > 1 else { return }
-        if bound > 0 {
-            // Step 0: by the owner's copy of `top`, the deque held work. With every worker
-            // awake, nobody could be woken.
-            if SleepState.awake(pointee.activity.pointee.load(ordering: .relaxed)) == UInt64(pointee.workerCount) {
-                return
-            }
-            // Someone sleeps or is about to: ask `top` itself. Two elements or more now means
-            // the deque held work before this push.
-            if WorkStealingDeque<UInt>.refreshOwnerCount(storage: storage) >= 2 { return }
+        // Step 0: by the owner's copy of `top` the deque held work, and either every worker is
+        // awake (nobody could be woken) or `top` itself confirms it: two elements or more now.
+        if bound > 0,
+           SleepState.awake(pointee.activity.pointee.load(ordering: .relaxed)) == UInt64(pointee.workerCount)
+            || WorkStealingDeque<UInt>.refreshOwnerCount(storage: storage) >= 2 {
+            return
         }
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
