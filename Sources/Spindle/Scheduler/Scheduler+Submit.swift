@@ -104,8 +104,9 @@ extension Scheduler {
     /// Blocks the calling thread, which is not a worker, until `counter` is zero.
     func waitOutside(for counter: JobCounter) {
         requireNotInAsyncTask("JobSystem.wait(for:)")
-        // This thread is about to free its CPU: a sleeper pinned there may now help.
-        if anyQueuedWork() { sleep.wakeOne(self) }
+        // This thread is about to free its CPU: a sleeper pinned there may now help (the
+        // submissions' wakes chose other CPUs first while this thread ran here).
+        if anyQueuedWork() { sleep.wakeOneOnFreedCPU(self) }
         guard let observed = counter.observeForWait() else { return }
         WaitList.blockThread(on: counter.waiters) {
             counter.waitIsOver(observed: observed)

@@ -77,20 +77,31 @@ final class SleepState: @unchecked Sendable {
     /// them while a worker sleeps. docs/sleep.md, "Waking".
     @discardableResult
     func wakeOne(_ scheduler: Scheduler) -> Bool {
-        let here = CurrentThread.cpu ?? -1
+        let here = CurrentThread.cpu
         // Other CPUs first: the caller is running on this one.
-        return wakeFirst(scheduler, skippingCPU: here) || wakeFirst(scheduler, skippingCPU: nil)
+        return wakeFirst(scheduler) { here == nil || scheduler.workerCPUs[$0] != here }
+            || wakeFirst(scheduler) { _ in true }
     }
 
-    /// Claims and wakes the first sleeper not pinned to `skippingCPU`.
-    private func wakeFirst(_ scheduler: Scheduler, skippingCPU: Int?) -> Bool {
+    /// Wakes one sleeping worker, if any, one pinned to the caller's CPU first: for a caller
+    /// that is about to block (an outside thread's `wait`) and so frees that CPU, where
+    /// `wakeOne` would have left the sleeper for last. Returns whether it woke one.
+    @discardableResult
+    func wakeOneOnFreedCPU(_ scheduler: Scheduler) -> Bool {
+        let here = CurrentThread.cpu
+        return (here != nil && wakeFirst(scheduler) { scheduler.workerCPUs[$0] == here })
+            || wakeFirst(scheduler) { _ in true }
+    }
+
+    /// Claims and wakes the first sleeper whose index `eligible` accepts.
+    private func wakeFirst(_ scheduler: Scheduler, where eligible: (Int) -> Bool) -> Bool {
         for word in 0..<maskWords {
             var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
             while bits != 0 {
                 let index = word * 64 + bits.trailingZeroBitCount
                 let bit = UInt64(1) << UInt64(bits.trailingZeroBitCount)
                 bits &= ~bit
-                if let skippingCPU, scheduler.workerCPUs[index] == skippingCPU { continue }
+                if !eligible(index) { continue }
                 if mask(word).pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
                     wakeClaimed(worker: index, scheduler)
                     return true
