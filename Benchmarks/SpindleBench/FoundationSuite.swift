@@ -38,20 +38,20 @@ enum FoundationSuite {
     static func register(_ registry: inout BenchmarkRegistry) {
         registry.register(Benchmark(BenchmarkID(group: "fiber", name: "round-trip"),
                                     note: "resume + suspend through Fiber.switchTo (two switches)") { _ in
-            fiberRoundTrip()
+            try fiberRoundTrip()
         })
         registry.register(Benchmark(BenchmarkID(group: "fiber", name: "bare-swap-round-trip"),
                                     note: "the same two switches through the raw assembly swap, no runtime glue") { _ in
-            bareSwapRoundTrip()
+            try bareSwapRoundTrip()
         })
         registry.register(Benchmark(BenchmarkID(group: "fiber", name: "fresh-context"),
                                     note: "pool get, prepare, run an entry that returns at once, put") { _ in
-            freshContext()
+            try freshContext()
         })
         registry.register(Benchmark(BenchmarkID(group: "fiber", name: "pool-get-put"), note: "FiberPool.get then put, uncontended") { _ in
             let pool = try FiberPool(preallocate: 4)
             return { iterations in
-                Clock.measure { for _ in 0..<iterations { pool.put(try! pool.get()) } }
+                try Clock.measure { for _ in 0..<iterations { pool.put(try pool.get()) } }
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "fiber", name: "stack-map-unmap"), mode: .flat,
@@ -119,9 +119,9 @@ enum FoundationSuite {
     // The fiber routines keep their fiber for the life of the process: a benchmark's routine
     // may be called until the run ends, and the stacks are reclaimed at exit.
 
-    static func fiberRoundTrip() -> Routine {
+    static func fiberRoundTrip() throws -> Routine {
         let thread = Fiber.makeThreadContext()
-        let fiber = try! Fiber.allocate()
+        let fiber = try Fiber.allocate()
         fiber.prepare(entry: { control, argument in
             let fiber = Fiber(control: control)
             let back = Fiber(control: argument!.assumingMemoryBound(to: spindle_fiber_t.self))
@@ -134,9 +134,9 @@ enum FoundationSuite {
         }
     }
 
-    static func bareSwapRoundTrip() -> Routine {
+    static func bareSwapRoundTrip() throws -> Routine {
         let thread = Fiber.makeThreadContext()
-        let fiber = try! Fiber.allocate()
+        let fiber = try Fiber.allocate()
         fiber.prepare(entry: { control, argument in
             let thread = argument!.assumingMemoryBound(to: spindle_fiber_t.self)
             while spindle_context_swap(&control.pointee.sp, thread.pointee.sp!, nil) != nil {}
@@ -153,15 +153,15 @@ enum FoundationSuite {
         }
     }
 
-    static func freshContext() -> Routine {
+    static func freshContext() throws -> Routine {
         let thread = Fiber.makeThreadContext()
-        let pool = try! FiberPool(preallocate: 1)
+        let pool = try FiberPool(preallocate: 1)
         let entry: Fiber.Entry = { _, argument in argument!.assumingMemoryBound(to: spindle_fiber_t.self) }
         let me = UnsafeMutableRawPointer(thread.control)
         return { iterations in
-            Clock.measure {
+            try Clock.measure {
                 for _ in 0..<iterations {
-                    let fiber = try! pool.get()
+                    let fiber = try pool.get()
                     fiber.prepare(entry: entry, context: nil)
                     thread.switchTo(fiber, passing: me)
                     pool.put(fiber)

@@ -47,7 +47,7 @@ enum GraphSuite {
             return try WorkloadSuite.w5Routine(prepare: { workload, values in
                 cache.graph(for: workload, values: values)
             }, run: { graph in
-                try! jobs.runAndWait(graph)
+                try jobs.runAndWait(graph)
             })
         })
         registry.register(Benchmark(BenchmarkID(group: "W5-dag", name: "spindle-inside"), throughput: throughput, mode: .flat,
@@ -64,7 +64,7 @@ enum GraphSuite {
                     let outcome = Mutex<Result<UInt64, BenchmarkCheckFailure>?>(nil)
                     jobs.wait(for: jobs.run { ctx in
                         let result = Result { () throws(BenchmarkCheckFailure) in
-                            try runs.sample(prepare: { _, _ in graph }, run: { try! ctx.runAndWait($0) })
+                            try runs.sample(prepare: { _, _ in graph }, run: { try ctx.runAndWait($0) })
                         }
                         outcome.withLock { $0 = result }
                     })

@@ -53,13 +53,13 @@ enum PipelineSuite {
     /// Latency percentiles of each entry's last sample, for the notes.
     nonisolated(unsafe) static var percentiles: [String: String] = [:]
 
-    static func routine(_ name: String, _ run: @escaping (Sink) -> Void) -> Routine {
+    static func routine(_ name: String, _ run: @escaping (Sink) throws -> Void) -> Routine {
         let sink = Sink()
         return { iterations in
             var total: UInt64 = 0
             for _ in 0..<iterations {
                 sink.reset()
-                total &+= Clock.measure { run(sink) }
+                total &+= try Clock.measure { try run(sink) }
                 guard sink.sum == expected else {
                     throw BenchmarkCheckFailure("pipeline/\(name): sum \(sink.sum), expected \(expected)")
                 }
@@ -89,9 +89,9 @@ enum PipelineSuite {
             return routine("spindle") { sink in
                 let pipeline = Pipeline<Item>("bench", channelCapacity: capacity)
                 pipeline.source.map("first", first).map("second", second).sink("sum") { sink.take($0) }
-                let run = try! pipeline.start(on: jobs)
+                let run = try pipeline.start(on: jobs)
                 for index in 0..<items { run.send(Item(index: index, value: UInt64(index), sent: Clock.nanoseconds())) }
-                _ = try! run.finish()
+                _ = try run.finish()
             }
         })
         registry.register(Benchmark(BenchmarkID(group: "pipeline", name: "dispatch-queues"), throughput: throughput, mode: .flat,

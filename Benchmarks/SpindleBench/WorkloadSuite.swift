@@ -339,7 +339,7 @@ enum WorkloadSuite {
     /// reference. `prepare` runs untimed before each run (peers whose graphs run only once
     /// rebuild them there); `run` is timed.
     static func w5Routine<Prepared>(
-        prepare: @escaping (Graph, SharedBuffer<UInt64>) -> Prepared, run: @escaping (Prepared) -> Void
+        prepare: @escaping (Graph, SharedBuffer<UInt64>) -> Prepared, run: @escaping (Prepared) throws -> Void
     ) throws -> Routine {
         let runs = try W5Runs()
         return { iterations in
@@ -365,12 +365,17 @@ enum WorkloadSuite {
         }
 
         /// Total nanoseconds of the 50 timed runs.
-        func sample<Prepared>(prepare: (Graph, SharedBuffer<UInt64>) -> Prepared, run: (Prepared) -> Void) throws(BenchmarkCheckFailure) -> UInt64 {
+        /// A run that throws (a graph node failed) fails the check with that error.
+        func sample<Prepared>(prepare: (Graph, SharedBuffer<UInt64>) -> Prepared, run: (Prepared) throws -> Void) throws(BenchmarkCheckFailure) -> UInt64 {
             var total: UInt64 = 0
             for _ in 0..<Workloads.w5RunsPerSample {
                 values.pointer.update(repeating: 0)
                 let prepared = prepare(graph, values)
-                total &+= Clock.measure { run(prepared) }
+                do {
+                    total &+= try Clock.measure { try run(prepared) }
+                } catch {
+                    throw BenchmarkCheckFailure("W5: the run failed: \(error)")
+                }
                 let xor = values.pointer.reduce(0, ^)
                 guard xor == expected else {
                     throw BenchmarkCheckFailure("W5: XOR of values = \(xor), expected \(expected) (K = \(graph.k))")
