@@ -106,7 +106,7 @@ extension Scheduler {
         requireNotInAsyncTask("JobSystem.wait(for:)")
         // This thread is about to free its CPU: a sleeper pinned there may now help (the
         // submissions' wakes chose other CPUs first while this thread ran here).
-        if anyQueuedWork() { sleep.wakeOneOnFreedCPU(self) }
+        if anyQueuedWork() { sleep.wakeOne(self, callerBlocks: true) }
         guard let observed = counter.observeForWait() else { return }
         WaitList.blockThread(on: counter.waiters) {
             counter.waitIsOver(observed: observed)

@@ -74,22 +74,13 @@ final class SleepState: @unchecked Sendable {
     /// just submitted work), so a worker woken there shares that CPU with it. When only sleepers
     /// on the caller's CPU remain, one of them is woken all the same: the workers that are awake
     /// may all be inside long jobs (or jobs waiting for this one), and a job must not wait for
-    /// them while a worker sleeps. docs/sleep.md, "Waking".
+    /// them while a worker sleeps. A caller about to block (an outside thread's `wait`) frees
+    /// its CPU instead and passes `callerBlocks: true`: a sleeper pinned there goes first.
+    /// docs/sleep.md, "Waking".
     @discardableResult
-    func wakeOne(_ scheduler: Scheduler) -> Bool {
-        let here = CurrentThread.cpu
-        // Other CPUs first: the caller is running on this one.
-        return wakeFirst(scheduler) { here == nil || scheduler.workerCPUs[$0] != here }
-            || wakeFirst(scheduler) { _ in true }
-    }
-
-    /// Wakes one sleeping worker, if any, one pinned to the caller's CPU first: for a caller
-    /// that is about to block (an outside thread's `wait`) and so frees that CPU, where
-    /// `wakeOne` would have left the sleeper for last. Returns whether it woke one.
-    @discardableResult
-    func wakeOneOnFreedCPU(_ scheduler: Scheduler) -> Bool {
-        let here = CurrentThread.cpu
-        return (here != nil && wakeFirst(scheduler) { scheduler.workerCPUs[$0] == here })
+    func wakeOne(_ scheduler: Scheduler, callerBlocks: Bool = false) -> Bool {
+        guard let here = CurrentThread.cpu else { return wakeFirst(scheduler) { _ in true } }
+        return wakeFirst(scheduler) { (scheduler.workerCPUs[$0] == here) == callerBlocks }
             || wakeFirst(scheduler) { _ in true }
     }
 
