@@ -79,6 +79,10 @@ struct SpindleBench: ParsableCommand {
     @Flag(help: "After each benchmark, measure the process's CPU use over the next second (idle burn).")
     var idleCPU = false
 
+    @Flag(inversion: .prefixedNo,
+          help: "Before the first sample and after each, time a cache-line hand-off between the first and last CPU, and flag samples taken while it was slow (needs two CPUs).")
+    var handoffProbe = true
+
     @Option(help: "Write a self-contained HTML report with SVG plots to this directory (index.html).")
     var html: String?
 
@@ -191,9 +195,13 @@ struct SpindleBench: ParsableCommand {
             }
         }
         let sweep = try threadCounts()
-        let runner = Runner(settings: settings, progress: Console.progress, allocationCounter: AllocationCounting.counter())
+        var probe: (() -> Double?)?
+        if handoffProbe && allowed > 1 { probe = { HandoffProbe.measure() } }
+        let runner = Runner(settings: settings, progress: Console.progress, allocationCounter: AllocationCounting.counter(),
+                            handoffProbe: probe)
         var results: [BenchmarkResult] = []
         var failures: [String] = []
+        var handoffFastest: Double?
         for benchmark in benchmarks {
             let counts: [Int?] = benchmark.sweepsThreads ? (sweep ?? [allowed]).map { $0 } : [nil]
             for threads in counts {
@@ -211,6 +219,17 @@ struct SpindleBench: ParsableCommand {
                 var result = BenchmarkResult(analysis: Analysis(samples, settings: settings), throughput: benchmark.throughput,
                                              note: benchmark.note)
                 if idleCPU { result.idleCPUPercent = measureIdleCPU() }
+                if let handoff = result.handoff {
+                    let fastest = Swift.min(handoffFastest ?? handoff.fastest, handoff.fastest)
+                    handoffFastest = fastest
+                    let slow = handoff.slowSamples(reference: fastest)
+                    if slow > 0 {
+                        Console.warning("\(benchmark.id)\(threads.map { " (threads: \($0))" } ?? ""): \(slow) of "
+                            + "\(handoff.readings.count - 1) samples were next to a cache-line hand-off between CPUs over "
+                            + "\(String(format: "%.0f", HandoffReadings.slowFactor))× the fastest so far "
+                            + "(\(Format.time(fastest))); those samples are not comparable with the others")
+                    }
+                }
                 if let file = baselineFile, let entry = file.entry(id: benchmark.id, threads: threads) {
                     result.comparison = Comparison(baseline: file.name, old: entry.perIteration, new: samples.perIteration,
                                                    settings: settings)

@@ -10,6 +10,9 @@ public struct BenchmarkResult: Sendable, Codable {
     /// Process CPU use in the second after the benchmark ended, in percent of one CPU
     /// (`--idle-cpu`): how much a job system burns while it has nothing to do.
     public var idleCPUPercent: Double?
+    /// The cache-line hand-off time between two CPUs around the samples (spindle-bench's
+    /// `--handoff-probe`).
+    public var handoff: HandoffReadings? { analysis.samples.handoffs.map(HandoffReadings.init) }
     /// Mallocs per iteration, when counted (an untimed pass; see AllocationCounter).
     public var mallocsPerIteration: Double? { analysis.samples.mallocsPerIteration }
 
@@ -22,6 +25,40 @@ public struct BenchmarkResult: Sendable, Codable {
 
     public var id: BenchmarkID { analysis.samples.id }
     public var threads: Int? { analysis.samples.threads }
+}
+
+/// Nanoseconds for one cache line to pass from one CPU to another, probed before a benchmark's
+/// first sample and after each one.
+///
+/// A virtual machine's host may move its virtual CPUs between nearby and distant physical cores
+/// while a process runs, which multiplies the cost of every hand-off between threads. Every
+/// figure that passes work between CPUs moves with it: a sample next to a reading far above the
+/// run's fastest was measured on a different machine, in effect, than the others.
+public struct HandoffReadings: Sendable, Equatable {
+    /// Reading `i` was taken before sample `i`, reading `i + 1` after it.
+    public let readings: [Double]
+
+    public init(_ readings: [Double]) {
+        self.readings = readings
+    }
+
+    public var fastest: Double { readings.min() ?? 0 }
+    public var median: Double { readings.isEmpty ? 0 : Statistics.median(readings) }
+
+    /// How many times the run's fastest reading marks a changed placement.
+    public static let slowFactor = 2.0
+
+    /// Samples with a reading over `slowFactor` times `reference` right before or after them.
+    public func slowSamples(reference: Double) -> Int {
+        guard readings.count >= 2 else { return 0 }
+        let limit = reference * Self.slowFactor
+        return (0..<(readings.count - 1)).count { readings[$0] > limit || readings[$0 + 1] > limit }
+    }
+
+    /// The fastest reading of a whole run: the reference the others are judged against.
+    public static func reference(_ results: [BenchmarkResult]) -> Double? {
+        results.compactMap { $0.handoff?.fastest }.min()
+    }
 }
 
 /// The result of comparing with a saved baseline.
@@ -140,6 +177,9 @@ public enum TextReport {
         if let idle = result.idleCPUPercent {
             resources += "; idle CPU after: \(String(format: "%.2f", idle)) %"
         }
+        if let handoff = result.handoff {
+            resources += "; CPU hand-off: median \(Format.time(handoff.median)), fastest \(Format.time(handoff.fastest))"
+        }
         lines.append(resources)
         if let r2 = analysis.rSquared {
             lines.append("\(indent)slope R²: \(String(format: "%.7f", r2)); mean \(Format.time(analysis.mean.point)), median \(Format.time(analysis.median.point)), MAD \(Format.time(analysis.medianAbsoluteDeviation.point))")
@@ -161,8 +201,12 @@ public enum TextReport {
 public enum MarkdownReport {
     /// One table per group, competitors side by side: median time per iteration with its
     /// confidence interval, throughput, and, when measured at several worker counts, the
-    /// speedup against the same benchmark's one-thread run.
+    /// speedup against the same benchmark's one-thread run. Benchmarks with samples next to a
+    /// hand-off reading over `HandoffReadings.slowFactor` times the run's fastest are marked ⚠
+    /// with their count, and a footnote follows the tables.
     public static func render(_ results: [BenchmarkResult]) -> String {
+        let handoffReference = HandoffReadings.reference(results)
+        var flagged = 0
         var groups: [String: [BenchmarkResult]] = [:]
         var order: [String] = []
         for result in results {
@@ -176,6 +220,7 @@ public enum MarkdownReport {
             let showThroughput = members.contains { $0.throughput != nil }
             let showMallocs = members.contains { $0.mallocsPerIteration != nil }
             let showIdle = members.contains { $0.idleCPUPercent != nil }
+            let showHandoff = members.contains { $0.handoff != nil }
             let serial = members.first { $0.id.name == "serial" && $0.threads == nil }
             out.append("### \(group)")
             out.append("")
@@ -189,6 +234,7 @@ public enum MarkdownReport {
             if showThreads { header += " speedup | efficiency |"; rule += "---:|---:|" }
             if showMallocs { header += " mallocs/iter |"; rule += "---:|" }
             if showIdle { header += " idle CPU after |"; rule += "---:|" }
+            if showHandoff { header += " CPU hand-off |"; rule += "---:|" }
             header += " how |"
             rule += "---|"
             out.append(header)
@@ -222,9 +268,27 @@ public enum MarkdownReport {
                 }
                 if showMallocs { row += " \(result.mallocsPerIteration.map { String(format: "%.2f", $0) } ?? "") |" }
                 if showIdle { row += " \(result.idleCPUPercent.map { String(format: "%.2f %%", $0) } ?? "") |" }
+                if showHandoff {
+                    if let handoff = result.handoff {
+                        let slow = handoffReference.map { handoff.slowSamples(reference: $0) } ?? 0
+                        if slow > 0 { flagged += 1 }
+                        let samples = handoff.readings.count - 1
+                        row += " \(Format.time(handoff.median))\(slow > 0 ? " ⚠ \(slow)/\(samples)" : "") |"
+                    } else {
+                        row += " |"
+                    }
+                }
                 row += " \(result.note ?? "") |"
                 out.append(row)
             }
+            out.append("")
+        }
+        if flagged > 0, let handoffReference {
+            out.append("CPU hand-off: the median of the readings taken before the first sample and after each (a cache line "
+                + "passed between the first and last CPU). ⚠ k/n: \(flagged) of \(results.count) benchmarks had k of n samples "
+                + "next to a reading over \(String(format: "%.0f", HandoffReadings.slowFactor))× the run's fastest "
+                + "(\(Format.time(handoffReference))): the CPUs sat farther apart then (on a virtual machine, the host moved "
+                + "them), and those samples are not comparable with the others.")
             out.append("")
         }
         return out.joined(separator: "\n")

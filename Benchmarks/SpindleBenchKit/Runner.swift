@@ -49,6 +49,16 @@ public struct ResourceUsage: Hashable, Sendable, Codable {
             peakResidentBytes: usage.ru_maxrss * 1024)
     }
 
+    /// `self + other`, keeping the higher peak.
+    public func adding(_ other: ResourceUsage) -> ResourceUsage {
+        ResourceUsage(
+            userNanoseconds: userNanoseconds &+ other.userNanoseconds,
+            systemNanoseconds: systemNanoseconds &+ other.systemNanoseconds,
+            voluntaryContextSwitches: voluntaryContextSwitches + other.voluntaryContextSwitches,
+            involuntaryContextSwitches: involuntaryContextSwitches + other.involuntaryContextSwitches,
+            peakResidentBytes: Swift.max(peakResidentBytes, other.peakResidentBytes))
+    }
+
     /// `self − earlier`, keeping the later peak.
     public func since(_ earlier: ResourceUsage) -> ResourceUsage {
         ResourceUsage(
@@ -85,6 +95,9 @@ public struct Samples: Hashable, Sendable, Codable {
     public let totalIterations: Int
     /// Heap allocations per iteration in an untimed pass after the samples (nil: not counted).
     public var mallocsPerIteration: Double?
+    /// Nanoseconds per cache-line hand-off between two CPUs, probed before the first sample and
+    /// after each one (`Runner.handoffProbe`; nil: not probed, or a probe gave no reading).
+    public var handoffs: [Double]?
 
     /// Nanoseconds per iteration of each sample.
     public var perIteration: [Double] { zip(times, iterations).map { $0 / $1 } }
@@ -106,12 +119,17 @@ public struct Runner {
     public var settings: MeasurementSettings
     public var progress: ((RunProgress) -> Void)?
     public var allocationCounter: AllocationCounter?
+    /// Reads the machine's cache-line hand-off time between two CPUs (nil: no reading). Run
+    /// untimed before the first sample and after each, so every sample lies between two
+    /// readings; resource use is counted over the samples only.
+    public var handoffProbe: (() -> Double?)?
 
     public init(settings: MeasurementSettings, progress: ((RunProgress) -> Void)? = nil,
-                allocationCounter: AllocationCounter? = nil) {
+                allocationCounter: AllocationCounter? = nil, handoffProbe: (() -> Double?)? = nil) {
         self.settings = settings
         self.progress = progress
         self.allocationCounter = allocationCounter
+        self.handoffProbe = handoffProbe
     }
 
     public func measure(_ benchmark: Benchmark, threads: Int?) throws -> Samples {
@@ -124,13 +142,23 @@ public struct Runner {
         progress?(.collecting(benchmark.id, threads: threads, samples: plan.count, estimatedSeconds: estimate))
         var times: [Double] = []
         times.reserveCapacity(plan.count)
-        let before = ResourceUsage.now()
-        for count in plan {
-            times.append(Double(try routine(Int(count))))
+        // Every sample between two readings; one missing reading drops them all.
+        var handoffs: [Double]? = handoffProbe == nil ? nil : []
+        func probe() {
+            guard let handoffProbe, handoffs != nil else { return }
+            if let reading = handoffProbe() { handoffs?.append(reading) } else { handoffs = nil }
         }
-        let usage = ResourceUsage.now().since(before)
+        probe()
+        var usage = ResourceUsage()
+        for count in plan {
+            let before = ResourceUsage.now()
+            times.append(Double(try routine(Int(count))))
+            usage = usage.adding(ResourceUsage.now().since(before))
+            probe()
+        }
         var samples = Samples(id: benchmark.id, threads: threads, mode: benchmark.mode, iterations: plan, times: times,
-                              usage: usage, totalIterations: Int(plan.reduce(0, +)), mallocsPerIteration: nil)
+                              usage: usage, totalIterations: Int(plan.reduce(0, +)), mallocsPerIteration: nil,
+                              handoffs: handoffs)
         if let counter = allocationCounter {
             // Untimed: as many iterations as the smallest sample.
             let iterations = Int(plan.min() ?? 1)

@@ -125,5 +125,19 @@ struct CLITests {
         let samples = analysis?["samples"] as? [String: Any]
         #expect((samples?["times"] as? [Double])?.count == 5)
         #expect(analysis?["median"] != nil && analysis?["slope"] != nil)
+        // With two CPUs or more, a hand-off reading before the first sample and after each.
+        let cpus = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
+        let multiCPU = cpus.map { $0.contains(",") || $0.contains("-") } ?? false
+        if multiCPU {
+            let readings = try #require(samples?["handoffs"] as? [Double])
+            #expect(readings.count == 6)
+            #expect(readings.allSatisfy { $0 > 0 })
+        }
+        let unprobed = try runBench(["--exact", "deque/push-pop", "--sample-size", "5", "--warm-up-time", "0.05",
+                                     "--measurement-time", "0.1", "--resamples", "1000", "--format", "json",
+                                     "--no-handoff-probe"])
+        #expect(unprobed.status == 0)
+        #expect(!unprobed.stdout.contains("handoffs"))
     }
 }

@@ -51,6 +51,68 @@ struct RunnerTests {
         }
     }
 
+    @Test func theHandoffProbeBracketsEverySample() throws {
+        // The probe and the routine log their calls in order: one reading before the first
+        // sample, then one after each (the warm-up runs before, unprobed).
+        final class Log: @unchecked Sendable { var events: [String] = [] }
+        let log = Log()
+        let benchmark = Benchmark(BenchmarkID(group: "g", name: "probed"), mode: .flat) { _ in
+            { iterations in log.events.append("sample"); return UInt64(iterations) * 10 }
+        }
+        var reading = 30.0
+        let runner = Runner(settings: settings(samples: 4), handoffProbe: {
+            log.events.append("probe")
+            reading += 1
+            return reading
+        })
+        let samples = try runner.measure(benchmark, threads: nil)
+        let measured = Array(log.events.drop { $0 == "sample" })
+        #expect(measured == ["probe", "sample", "probe", "sample", "probe", "sample", "probe", "sample", "probe"])
+        #expect(samples.handoffs == [31, 32, 33, 34, 35])
+
+        // One missing reading leaves the samples without any.
+        var calls = 0
+        let failing = Runner(settings: settings(samples: 4), handoffProbe: {
+            calls += 1
+            return calls == 3 ? nil : 30
+        })
+        #expect(try failing.measure(benchmark, threads: nil).handoffs == nil)
+        #expect(try Runner(settings: settings(samples: 4)).measure(benchmark, threads: nil).handoffs == nil)
+    }
+
+    @Test func samplesNextToASlowHandoffAreCountedAndMarked() throws {
+        // Readings 30, 31, 200, 32, 33 bracket four samples; the second and third touch 200.
+        let readings = HandoffReadings([30, 31, 200, 32, 33])
+        #expect(readings.slowSamples(reference: 30) == 2)
+        #expect(readings.slowSamples(reference: 100) == 0)
+        #expect(readings.fastest == 30)
+        #expect(readings.median == 32)
+
+        func result(_ name: String, handoffs: [Double]) -> BenchmarkResult {
+            let samples = Samples(id: BenchmarkID(group: "g", name: name), threads: nil, mode: .flat,
+                                  iterations: [1, 1, 1, 1], times: [10, 11, 12, 13], usage: ResourceUsage(),
+                                  totalIterations: 4, mallocsPerIteration: nil, handoffs: handoffs)
+            var quick = settings(samples: 4)
+            quick.resamples = 100
+            return BenchmarkResult(analysis: Analysis(samples, settings: quick), throughput: nil, note: nil)
+        }
+        let steady = result("steady", handoffs: [30, 31, 30, 32, 31])
+        let moved = result("moved", handoffs: [30, 31, 200, 32, 33])
+        #expect(HandoffReadings.reference([steady, moved]) == 30)
+        let markdown = MarkdownReport.render([steady, moved])
+        let rows = markdown.split(separator: "\n").filter { $0.hasPrefix("| steady") || $0.hasPrefix("| moved") }
+        #expect(rows.count == 2)
+        #expect(rows.first { $0.hasPrefix("| steady") }?.contains("⚠") == false)
+        #expect(rows.first { $0.hasPrefix("| moved") }?.contains("⚠ 2/4") == true)
+        #expect(markdown.contains("1 of 2 benchmarks had k of n samples"))
+        // Without readings, no column and no footnote.
+        let unprobed = Samples(id: BenchmarkID(group: "g", name: "plain"), threads: nil, mode: .flat, iterations: [1, 1],
+                               times: [10, 11], usage: ResourceUsage(), totalIterations: 2, mallocsPerIteration: nil)
+        let plain = MarkdownReport.render([BenchmarkResult(analysis: Analysis(unprobed, settings: settings(samples: 2)),
+                                                           throughput: nil, note: nil)])
+        #expect(!plain.contains("CPU hand-off"))
+    }
+
     @Test func idsPrintAsGroupNameParameter() {
         #expect(BenchmarkID(group: "W1", name: "dispatch").description == "W1/dispatch")
         #expect(BenchmarkID(group: "W3", name: "serial", parameter: "16M").description == "W3/serial/16M")
