@@ -19,8 +19,12 @@ final class HandoffProbe: @unchecked Sendable {
     /// The lead's reading as a bit pattern, 0 for none (published by `finished`).
     private let reading = Atomic<UInt64>(0)
 
-    /// Hand-offs timed per probe, after `warmUp` untimed ones (the helper's start and pinning).
+    /// Hand-offs timed per probe in `blocks` blocks, after `warmUp` untimed ones (the helper's
+    /// start and pinning). The reading is the fastest block's: a thread of the benchmark still
+    /// running on one of the CPUs (a pool winding down) slows some blocks, while CPUs placed
+    /// farther apart slow all of them.
     static let handoffs = 20_000
+    static let blocks = 4
     static let warmUp = 1_000
     /// A probe that takes longer than this (both CPUs busy with other work) gives up: no reading.
     static let timeLimitNanoseconds: UInt64 = 1_000_000_000
@@ -69,10 +73,16 @@ final class HandoffProbe: @unchecked Sendable {
     /// The lead's side: writes the odd counts, times the hand-offs after the warm-up.
     private func lead() -> Double? {
         let deadline = Clock.nanoseconds() &+ Self.timeLimitNanoseconds
+        let block = Self.handoffs / Self.blocks
+        var fastest = UInt64.max
         var start: UInt64 = 0
         var count = 0
         while count < Self.handoffs + Self.warmUp {
-            if count == Self.warmUp { start = Clock.nanoseconds() }
+            if count >= Self.warmUp && (count - Self.warmUp) % block == 0 {
+                let now = Clock.nanoseconds()
+                if count > Self.warmUp { fastest = Swift.min(fastest, now &- start) }
+                start = now
+            }
             guard spin(until: count, deadline: deadline) else {
                 word.pointee.store(Self.abandoned, ordering: .releasing)
                 return nil
@@ -84,7 +94,8 @@ final class HandoffProbe: @unchecked Sendable {
             word.pointee.store(Self.abandoned, ordering: .releasing)
             return nil
         }
-        return Double(Clock.nanoseconds() &- start) / Double(Self.handoffs)
+        fastest = Swift.min(fastest, Clock.nanoseconds() &- start)
+        return Double(fastest) / Double(block)
     }
 
     /// The helper's side: answers each odd count with the next even one until the last.

@@ -46,7 +46,7 @@ public struct HandoffReadings: Sendable, Equatable {
     public var median: Double { readings.isEmpty ? 0 : Statistics.median(readings) }
 
     /// How many times the run's fastest reading marks a changed placement.
-    public static let slowFactor = 2.0
+    public static let slowFactor = 3.0
 
     /// Samples with a reading over `slowFactor` times `reference` right before or after them.
     public func slowSamples(reference: Double) -> Int {
