@@ -70,32 +70,30 @@ final class HandoffProbe: @unchecked Sendable {
         return bits == 0 ? nil : Double(bitPattern: bits)
     }
 
-    /// The lead's side: writes the odd counts, times the hand-offs after the warm-up.
+    /// The lead's side: writes the odd counts, times each block of hand-offs after the warm-up
+    /// (a block ends when its last count arrives) and returns the fastest block's time per
+    /// hand-off.
     private func lead() -> Double? {
         let deadline = Clock.nanoseconds() &+ Self.timeLimitNanoseconds
         let block = Self.handoffs / Self.blocks
+        let last = Self.warmUp + Self.handoffs
         var fastest = UInt64.max
         var start: UInt64 = 0
         var count = 0
-        while count < Self.handoffs + Self.warmUp {
+        while true {
+            guard spin(until: count, deadline: deadline) else {
+                word.pointee.store(Self.abandoned, ordering: .releasing)
+                return nil
+            }
             if count >= Self.warmUp && (count - Self.warmUp) % block == 0 {
                 let now = Clock.nanoseconds()
                 if count > Self.warmUp { fastest = Swift.min(fastest, now &- start) }
                 start = now
             }
-            guard spin(until: count, deadline: deadline) else {
-                word.pointee.store(Self.abandoned, ordering: .releasing)
-                return nil
-            }
+            if count == last { return Double(fastest) / Double(block) }
             word.pointee.store(count + 1, ordering: .releasing)
             count += 2
         }
-        guard spin(until: count, deadline: deadline) else {
-            word.pointee.store(Self.abandoned, ordering: .releasing)
-            return nil
-        }
-        fastest = Swift.min(fastest, Clock.nanoseconds() &- start)
-        return Double(fastest) / Double(block)
     }
 
     /// The helper's side: answers each odd count with the next even one until the last.

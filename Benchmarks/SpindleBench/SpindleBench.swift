@@ -210,7 +210,7 @@ struct SpindleBench: ParsableCommand {
                     samples = try runner.measure(benchmark, threads: threads)
                 } catch let failure as BenchmarkCheckFailure {
                     Console.clearProgress()
-                    let message = "FAILED \(benchmark.id)\(threads.map { " (threads: \($0))" } ?? ""): \(failure.message)"
+                    let message = "FAILED \(Format.label(benchmark.id, threads: threads)): \(failure.message)"
                     Console.error(message)
                     failures.append(message)
                     continue
@@ -224,7 +224,7 @@ struct SpindleBench: ParsableCommand {
                     handoffFastest = fastest
                     let slow = handoff.slowSamples(reference: fastest)
                     if slow > 0 {
-                        Console.warning("\(benchmark.id)\(threads.map { " (threads: \($0))" } ?? ""): \(slow) of "
+                        Console.warning("\(Format.label(benchmark.id, threads: threads)): \(slow) of "
                             + "\(handoff.readings.count - 1) samples were next to a cache-line hand-off between CPUs over "
                             + "\(String(format: "%.0f", HandoffReadings.slowFactor))× the fastest so far "
                             + "(\(Format.time(fastest))); those samples are not comparable with the others")
@@ -315,9 +315,9 @@ enum Console {
         let text: String
         switch event {
         case .warmingUp(let id, let threads, let seconds):
-            text = "\(id)\(threads.map { " (threads: \($0))" } ?? ""): warming up for \(String(format: "%.1f", seconds)) s"
+            text = "\(Format.label(id, threads: threads)): warming up for \(String(format: "%.1f", seconds)) s"
         case .collecting(let id, let threads, let samples, let seconds):
-            text = "\(id)\(threads.map { " (threads: \($0))" } ?? ""): collecting \(samples) samples in an estimated \(String(format: "%.1f", seconds)) s"
+            text = "\(Format.label(id, threads: threads)): collecting \(samples) samples in an estimated \(String(format: "%.1f", seconds)) s"
         }
         if isTerminal {
             write("\r\u{1B}[2K" + text)

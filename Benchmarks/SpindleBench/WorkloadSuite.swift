@@ -11,10 +11,10 @@ import SpindleBenchKit
 import Synchronization
 
 /// A shared atomic count with 128 bytes of padding on each side, so no other heap object shares
-/// its cache line or the line prefetched with it. W1's and W6's job bodies add to it on every
-/// job; unpadded, malloc sometimes put it on the line of a closure context or counter that the
-/// submitter writes per job, and those processes measured W1 from outside at four times the cost
-/// of the others.
+/// its cache line or the line prefetched with it: W1's and W6's job bodies add to it on every
+/// job, and a closure context or counter that the submitter writes per job must not ride on that
+/// line. (W1's bimodal figures, once blamed on such sharing, were the VM's CPUs placed far
+/// apart; docs/benchmarking.md, "Hand-off probe".)
 final class Counter: Sendable {
     private let paddingBefore = InlineArray<16, Int>(repeating: 0)
     let value = Atomic<Int>(0)

@@ -44,7 +44,7 @@ public enum HTMLReport {
                 body += "<h3>Speedup against worker count</h3>\n" + speedupChart(swept) + "\n"
             }
             for result in members {
-                let name = result.id.description + (result.threads.map { " (threads: \($0))" } ?? "")
+                let name = Format.label(result.id, threads: result.threads)
                 let typical = result.analysis.typical
                 body += "<h3>\(escape(name))</h3>\n"
                 body += "<p>time: [\(Format.time(typical.lower)) <b>\(Format.time(typical.point))</b> \(Format.time(typical.upper))]"

@@ -131,6 +131,11 @@ public enum Format {
         value >= 0.1 ? String(format: "%.2f×", value) : String(format: "%.3g×", value)
     }
 
+    /// A benchmark's name in messages and titles: its id, and the worker count of a sweep.
+    public static func label(_ id: BenchmarkID, threads: Int?) -> String {
+        "\(id)\(threads.map { " (threads: \($0))" } ?? "")"
+    }
+
     public static func percent(_ fraction: Double) -> String {
         String(format: "%+.4f%%", fraction * 100)
     }
@@ -142,9 +147,7 @@ public enum TextReport {
         let analysis = result.analysis
         let indent = String(repeating: " ", count: 24)
         var lines: [String] = []
-        var title = result.id.description
-        if let threads = result.threads { title += " (threads: \(threads))" }
-        lines.append(title)
+        lines.append(Format.label(result.id, threads: result.threads))
         let typical = analysis.typical
         lines.append("\(indent)time:   [\(Format.time(typical.lower)) \(Format.time(typical.point)) \(Format.time(typical.upper))]")
         if let throughput = result.throughput {
