@@ -532,12 +532,19 @@ struct JobSystemTests {
                 }
             }
             while started.current < workers * 2 { sched_yield() }
-            let before = started.current
             let startedWhenHighRan = Tally()
-            jobs.wait(for: jobs.run(priority: .high) { _ in startedWhenHighRan.add(started.current) })
+            let high = jobs.run(priority: .high) { _ in startedWhenHighRan.add(started.current) }
+            // Read once the high job is queued: a reading taken before the submission also counts
+            // the low jobs started while this thread waited for a CPU to submit it.
+            let before = started.current
+            jobs.wait(for: high)
             let bound = (2 + Scheduler.stealBurst) * workers
-            #expect(startedWhenHighRan.current - before <= bound,
-                    "low jobs started between queueing the high job and running it: \(startedWhenHighRan.current - before)")
+            // Every worker has a CPU: see the same condition below (seen here under
+            // ThreadSanitizer with 4 workers on 2 CPUs: 511 starts).
+            if workers <= (try! CPUSet.allowed()).count {
+                #expect(startedWhenHighRan.current - before <= bound,
+                        "low jobs started between queueing the high job and running it: \(startedWhenHighRan.current - before)")
+            }
             jobs.wait(for: flood)
 
             // From inside a job: low jobs flood this worker's deque, then a high job joins them.
@@ -560,7 +567,7 @@ struct JobSystemTests {
             // more workers than CPUs, the thief that claimed the high job can be preempted by the
             // kernel for a time slice before its body starts, and meanwhile the other workers
             // rightly run low jobs (seen under ThreadSanitizer with 4 and 8 workers on 2 CPUs:
-            // 520 starts). The outside flood above keeps the bound at every worker count.
+            // 520 starts).
             if workers <= (try! CPUSet.allowed()).count {
                 #expect(lowStartedBeforeHigh.current <= bound)
             }
