@@ -227,7 +227,7 @@ struct SpindleBench: ParsableCommand {
                         Console.warning("\(Format.label(benchmark.id, threads: threads)): \(slow) of "
                             + "\(handoff.readings.count - 1) samples were next to a cache-line hand-off between CPUs over "
                             + "\(String(format: "%.0f", HandoffReadings.slowFactor))× the fastest so far "
-                            + "(\(Format.time(fastest))); those samples are not comparable with the others")
+                            + "(\(Format.time(fastest))); where this benchmark passes work between CPUs, those samples are not comparable with the others")
                     }
                 }
                 if let file = baselineFile, let entry = file.entry(id: benchmark.id, threads: threads) {

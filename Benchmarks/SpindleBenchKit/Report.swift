@@ -291,7 +291,7 @@ public enum MarkdownReport {
                 + "passed between the first and last CPU). ⚠ k/n: \(flagged) of \(results.count) benchmarks had k of n samples "
                 + "next to a reading over \(String(format: "%.0f", HandoffReadings.slowFactor))× the run's fastest "
                 + "(\(Format.time(handoffReference))): the CPUs sat farther apart then (on a virtual machine, the host moved "
-                + "them), and those samples are not comparable with the others.")
+                + "them): where a benchmark passes work between CPUs, those samples are not comparable with the others.")
             out.append("")
         }
         return out.joined(separator: "\n")
