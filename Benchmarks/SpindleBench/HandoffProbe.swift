@@ -98,7 +98,6 @@ final class HandoffProbe: @unchecked Sendable {
 
     /// The helper's side: answers each odd count with the next even one until the last.
     private func answer() {
-        defer { finished.signal() }
         var expected = 1
         while expected < Self.handoffs + Self.warmUp {
             var value = word.pointee.load(ordering: .acquiring)

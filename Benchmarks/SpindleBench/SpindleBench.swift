@@ -195,8 +195,7 @@ struct SpindleBench: ParsableCommand {
             }
         }
         let sweep = try threadCounts()
-        var probe: (() -> Double?)?
-        if handoffProbe && allowed > 1 { probe = { HandoffProbe.measure() } }
+        let probe: (() -> Double?)? = handoffProbe && allowed > 1 ? { HandoffProbe.measure() } : nil
         let runner = Runner(settings: settings, progress: Console.progress, allocationCounter: AllocationCounting.counter(),
                             handoffProbe: probe)
         var results: [BenchmarkResult] = []
