@@ -117,11 +117,16 @@ struct AsyncBridgeTests {
         let jobs = try makeSystem(workers: 2)
         runAsync("compute cancellation") {
             let started = JobCounter(1)
-            let polls = Tally()
+            let runningUncancelled = Tally()
             let task = Task {
                 try await jobs.compute { ctx in
+                    // Read before `started` lets the task be cancelled: the job saw itself
+                    // running uncancelled, then (the loop ends) cancelled. Counting polls
+                    // instead failed under ThreadSanitizer: the task was cancelled before the
+                    // job, slowed down after `started`, made its first poll.
+                    if !ctx.isCancelled { runningUncancelled.add() }
                     started.decrement()
-                    while !ctx.isCancelled { polls.add() }
+                    while !ctx.isCancelled { sched_yield() }
                     try ctx.checkCancellation()
                     return 1
                 }
@@ -130,7 +135,7 @@ struct AsyncBridgeTests {
             task.cancel()
             let result = await task.result
             #expect(throws: CancellationError.self) { try result.get() }
-            #expect(polls.current > 0)
+            #expect(runningUncancelled.current == 1)
         }
         jobs.shutdown()
     }
