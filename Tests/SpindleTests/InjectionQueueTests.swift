@@ -3,12 +3,12 @@ import Foundation
 import Synchronization
 import Testing
 
-/// Records for the injection queue: raw memory the size of a job header (the queue links
-/// records through the header's `next` word), each tagged with its index.
+/// Records for the injection queue: raw memory the size of a job header with the link word in
+/// front of it (`RecordLink`, through which the queue links records), each tagged with its index.
 final class QueueRecords: @unchecked Sendable {
     // SAFETY: each record is written by its one producer before it is pushed.
     let base: UnsafeMutableRawPointer
-    let stride = (MemoryLayout<JobHeader>.stride + 15) & ~15
+    let stride = RecordLink.prefix + MemoryLayout<JobHeader>.stride
     let count: Int
 
     init(_ count: Int) {
@@ -19,8 +19,8 @@ final class QueueRecords: @unchecked Sendable {
 
     deinit { base.deallocate() }
 
-    func record(_ index: Int) -> UnsafeMutableRawPointer { base + index * stride }
-    func index(of record: UnsafeMutableRawPointer) -> Int { (record - base) / stride }
+    func record(_ index: Int) -> UnsafeMutableRawPointer { base + index * stride + RecordLink.prefix }
+    func index(of record: UnsafeMutableRawPointer) -> Int { (record - RecordLink.prefix - base) / stride }
 }
 
 @Suite(.serialized)

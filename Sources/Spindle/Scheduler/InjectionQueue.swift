@@ -3,7 +3,7 @@ import Synchronization
 /// The queue through which threads outside a job system submit jobs: one per priority.
 ///
 /// An intrusive multi-producer queue (D. Vyukov's non-intrusive MPSC queue, made intrusive
-/// through the record header's `next` word) with a try-lock on the consumer side, so that any
+/// through the link word in front of each queued record, `RecordLink`) with a try-lock on the consumer side, so that any
 /// worker may consume but only one at a time. Producers never wait: one `exchange` on `tail`
 /// and one store. A consumer that finds the queue in the middle of a push (a producer swapped
 /// `tail` but has not linked its record yet) treats it as empty for now; the producer's wake-up
@@ -13,13 +13,14 @@ import Synchronization
 /// `mayHaveWork` and `hasLinkedRecord` anywhere.
 final class InjectionQueue: @unchecked Sendable {
     // SAFETY: `head` is only touched by the consumer holding `consumerLock`; the rest is atomic.
-    // Layout: `tail` alone on its line (producers), then the consumer's line, then the stub.
+    // Layout: `tail` alone on its line (producers), then the consumer's line, then the stub (its
+    // link word opens the third line).
     private let storage: UnsafeMutableRawPointer
     private static let tailOffset = 0
     private static let lockOffset = 128
     private static let headOffset = 136
-    private static let stubOffset = 256
-    private static let size = 256 + MemoryLayout<JobHeader>.stride
+    private static let stubOffset = 256 + RecordLink.prefix
+    private static let size = stubOffset + MemoryLayout<JobHeader>.stride
 
     init() {
         storage = .allocate(byteCount: Self.size, alignment: 128)
@@ -46,7 +47,7 @@ final class InjectionQueue: @unchecked Sendable {
     private var stub: UInt { UInt(bitPattern: storage + Self.stubOffset) }
 
     private static func link(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
-        (record + JobHeader.nextOffset).assumingMemoryBound(to: Atomic<UInt>.self)
+        RecordLink.of(record)
     }
 
     private static func link(_ record: UInt) -> UnsafeMutablePointer<Atomic<UInt>> {

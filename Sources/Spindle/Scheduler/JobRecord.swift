@@ -14,29 +14,55 @@ import Musl
 @usableFromInline
 typealias ExecuteFunction = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void
 
-/// The header every record starts with. Records are 16-byte aligned, so deque slots can tag the
-/// low bits (`Token`).
+/// The header every record starts with: two words, so that a `run` record (header and body) is
+/// 32 bytes, half a cache line (docs/scheduler.md, "Job records"). Records are 8-byte aligned, so
+/// deque slots can tag the low bit (`Token`).
+///
+/// A record that goes through a linked queue (an injection queue or a node queue) has one more
+/// word *before* its header, the queue's link (`RecordLink`); records pushed on a worker's deque,
+/// the common case, do not pay for it.
 @usableFromInline
 struct JobHeader {
     @usableFromInline var execute: ExecuteFunction
-    /// Injection-queue link (an `Atomic<UInt>` in place; see `InjectionQueue`).
-    @usableFromInline var next: UInt
-    /// The counter the job decrements when it completes (unretained: a counter with pending work
-    /// keeps itself alive, see `JobCounter`).
-    @usableFromInline var counter: Unmanaged<JobCounter>?
-    @usableFromInline var priority: UInt8
-    @usableFromInline var pinned: Bool
+    /// The counter's address, with the priority in bits 0–1 and the pinned flag in bit 2 (a
+    /// Swift object is at least 16-byte aligned, so those bits of its address are zero).
+    @usableFromInline var word: UInt
+
+    @usableFromInline static let priorityMask: UInt = 0b11
+    @usableFromInline static let pinnedBit: UInt = 0b100
+    @usableFromInline static let flagMask: UInt = 0b1111
 
     @inlinable
     init(execute: ExecuteFunction, counter: Unmanaged<JobCounter>?, priority: Priority, pinned: Bool) {
         self.execute = execute
-        self.next = 0
-        self.counter = counter
-        self.priority = priority.rawValue
-        self.pinned = pinned
+        let address = counter.map { UInt(bitPattern: $0.toOpaque()) } ?? 0
+        assert(address & JobHeader.flagMask == 0, "Spindle internal error: a counter's address has low bits set")
+        self.word = address | UInt(priority.rawValue) | (pinned ? JobHeader.pinnedBit : 0)
     }
 
-    @usableFromInline static var nextOffset: Int { MemoryLayout<JobHeader>.offset(of: \JobHeader.next)! }
+    /// The counter the job decrements when it completes (unretained: a counter with pending work
+    /// keeps itself alive, see `JobCounter`).
+    @inlinable
+    var counter: Unmanaged<JobCounter>? {
+        guard let address = UnsafeRawPointer(bitPattern: word & ~JobHeader.flagMask) else { return nil }
+        return Unmanaged.fromOpaque(address)
+    }
+
+    @inlinable var priority: UInt8 { UInt8(truncatingIfNeeded: word & JobHeader.priorityMask) }
+    @inlinable var pinned: Bool { word & JobHeader.pinnedBit != 0 }
+}
+
+/// The link word of records queued on a linked queue: it sits in the 8 bytes before the record,
+/// which the allocating side reserves (`prefix`). docs/scheduler.md, "Job records".
+enum RecordLink {
+    /// Bytes reserved in front of a record bound for a linked queue.
+    static let prefix = MemoryLayout<UInt>.stride
+
+    /// The link of `record` (an `Atomic<UInt>` in the prefix).
+    @inline(__always)
+    static func of(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
+        (record - prefix).assumingMemoryBound(to: Atomic<UInt>.self)
+    }
 }
 
 /// A record from `JobSystem.run` / `JobContext.run`: the header and the body.
@@ -219,12 +245,12 @@ struct RecordArena {
     /// chunk's `pending` (folded in when the arena lets go of the chunk).
     var locallyReleased = 0
 
-    /// Memory for a record of `size` bytes, 16-byte aligned, in a chunk from `pool`.
+    /// Memory for a record of `size` bytes, 8-byte aligned, in a chunk from `pool`.
     ///
     /// - Complexity: O(1); a pool lock once per chunk.
     @inline(__always)
     mutating func allocate(size: Int, pool: Unmanaged<ChunkPool>) -> UnsafeMutableRawPointer {
-        let rounded = (size + 15) & ~15
+        let rounded = (size + 7) & ~7
         if let chunk, cursor + rounded <= RecordChunk.chunkSize {
             let record = chunk + cursor
             cursor += rounded
@@ -232,6 +258,13 @@ struct RecordArena {
             return record
         }
         return allocateInNewChunk(size: rounded, pool: pool)
+    }
+
+    /// Memory for a record of `size` bytes bound for a linked queue: `allocate` with the link
+    /// word reserved in front of it (`RecordLink`).
+    @inline(__always)
+    mutating func allocateLinked(size: Int, pool: Unmanaged<ChunkPool>) -> UnsafeMutableRawPointer {
+        allocate(size: RecordLink.prefix + size, pool: pool) + RecordLink.prefix
     }
 
     private mutating func allocateInNewChunk(size: Int, pool: Unmanaged<ChunkPool>) -> UnsafeMutableRawPointer {

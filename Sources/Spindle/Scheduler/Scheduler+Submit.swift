@@ -94,11 +94,12 @@ extension Scheduler {
     }
 
     /// Memory for a job record submitted from a thread outside the system (its submitter
-    /// arena, chunks of node 0). Traps after shutdown.
+    /// arena, chunks of node 0), with the link word in front of it that the injection queue
+    /// uses. Traps after shutdown.
     func allocateOutsideRecord(size: Int) -> UnsafeMutableRawPointer {
         require(!shutdownRequested.load(ordering: .relaxed),
                 "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
-        return submitter().pointee.arena.allocate(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
+        return submitter().pointee.arena.allocateLinked(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
     }
 
     /// Blocks the calling thread, which is not a worker, until `counter` is zero.

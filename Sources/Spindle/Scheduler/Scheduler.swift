@@ -620,7 +620,7 @@ final class Scheduler: @unchecked Sendable {
         guard multiNode, !nodeWorkers[node].isEmpty else { return submit(priority: priority, size: size, initialize) }
         let record: UnsafeMutableRawPointer
         if let worker = currentWorker() {
-            record = worker.allocateRecord(size: size)
+            record = worker.allocateLinkedRecord(size: size)
         } else {
             record = allocateOutsideRecord(size: size)
         }

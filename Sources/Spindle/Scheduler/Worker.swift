@@ -301,6 +301,13 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     func allocateRecord(size: Int) -> UnsafeMutableRawPointer {
         local.pointee.arena.allocate(size: size, pool: pointee.chunks)
     }
+
+    /// `allocateRecord` for a record bound for a linked queue (a node queue): with the link
+    /// word in front of it (`RecordLink`). Owner only.
+    @inline(__always)
+    func allocateLinkedRecord(size: Int) -> UnsafeMutableRawPointer {
+        local.pointee.arena.allocateLinked(size: size, pool: pointee.chunks)
+    }
     @inline(__always)
     func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
         switch priority {
