@@ -101,6 +101,11 @@ enum Execution {
         let saved = enter(state, counter: counter, header: record.pointee.header)
         var done = 0
         let tickets = record.pointee.maxTickets
+        // One copy of the body per ticket: a call through `record.pointee.body` copies the
+        // closure (a retain and a release of its context) on every index, and with several
+        // tickets running, those atomic operations move the context's reference count between
+        // CPUs once per index.
+        let body = record.pointee.body
         while true {
             // Guided claiming: a share of what is left (an eighth per ticket, at most 64), so
             // tickets touch the shared index rarely while the tail still spreads evenly.
@@ -112,7 +117,7 @@ enum Execution {
             if first >= count { break }
             let end = Swift.min(first + share, count)
             for index in first..<end {
-                record.pointee.body(index, JobContext(state: state))
+                body(index, JobContext(state: state))
             }
             done += end - first
         }
