@@ -3,11 +3,11 @@ import Synchronization
 /// The queue through which threads outside a job system submit jobs: one per priority.
 ///
 /// An intrusive multi-producer queue (D. Vyukov's non-intrusive MPSC queue, made intrusive
-/// through the link word in front of each queued record, `RecordLink`) with a try-lock on the consumer side, so that any
-/// worker may consume but only one at a time. Producers never wait: one `exchange` on `tail`
-/// and one store. A consumer that finds the queue in the middle of a push (a producer swapped
-/// `tail` but has not linked its record yet) treats it as empty for now; the producer's wake-up
-/// check that follows every push makes sure a worker looks again.
+/// through the link word in front of each queued record, `RecordLink`) with a try-lock on the
+/// consumer side, so that any worker may consume but only one at a time. Producers never wait:
+/// one `exchange` on `tail` and one store. A consumer that finds the queue in the middle of a
+/// push (a producer swapped `tail` but has not linked its record yet) treats it as empty for
+/// now; the producer's wake-up check that follows every push makes sure a worker looks again.
 ///
 /// Thread-safety: `push` from any thread; `take` from workers (serialized by the try-lock);
 /// `mayHaveWork` and `hasLinkedRecord` anywhere.
