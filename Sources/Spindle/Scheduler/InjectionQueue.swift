@@ -29,7 +29,7 @@ final class InjectionQueue: @unchecked Sendable {
         (storage + Self.tailOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(stub))
         (storage + Self.lockOffset).bindMemory(to: Atomic<Bool>.self, capacity: 1).initialize(to: Atomic(false))
         (storage + Self.headOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(stub))
-        Self.link(storage + Self.stubOffset).initialize(to: Atomic(0))
+        RecordLink.of(storage + Self.stubOffset).initialize(to: Atomic(0))
     }
 
     deinit { storage.deallocate() }
@@ -46,12 +46,8 @@ final class InjectionQueue: @unchecked Sendable {
     }
     private var stub: UInt { UInt(bitPattern: storage + Self.stubOffset) }
 
-    private static func link(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
-        RecordLink.of(record)
-    }
-
     private static func link(_ record: UInt) -> UnsafeMutablePointer<Atomic<UInt>> {
-        link(UnsafeMutableRawPointer(bitPattern: record)!)
+        RecordLink.of(UnsafeMutableRawPointer(bitPattern: record)!)
     }
 
     /// Appends a record. Any thread; never blocks. The push is published by a sequentially

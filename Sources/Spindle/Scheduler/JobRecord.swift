@@ -30,7 +30,8 @@ struct JobHeader {
 
     @usableFromInline static let priorityMask: UInt = 0b11
     @usableFromInline static let pinnedBit: UInt = 0b100
-    @usableFromInline static let flagMask: UInt = 0b1111
+    /// The bits of `word` that are not the counter's address.
+    @usableFromInline static let flagMask: UInt = priorityMask | pinnedBit
 
     @inlinable
     init(execute: ExecuteFunction, counter: Unmanaged<JobCounter>?, priority: Priority, pinned: Bool) {
