@@ -638,52 +638,44 @@ final class Scheduler: @unchecked Sendable {
 
     private func steal(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         guard workerCount > 1 else { return nil }
-        if multiNode { return stealByNode(worker) }
+        // The clock is read only while a burst waits to be judged or a back-off may run.
+        var now: UInt64 = 0
+        if worker.local.pointee.stealBackoff.hasBurst {
+            now = MonotonicTime.now()
+            worker.local.pointee.stealBackoff.settle(at: now)
+        }
+        if multiNode { return stealByNode(worker, now: &now) }
         let start = Int(worker.nextRandom() % UInt64(workerCount))
         for priority in 0..<UInt8(3) {
+            var deferred = false
             var retry = true
-            var waitingOnLoneJob = false
             while retry {
                 retry = false
                 for offset in 0..<workerCount {
                     var victim = start + offset
                     if victim >= workerCount { victim -= workerCount }
                     if victim == worker.pointee.index { continue }
-                    let available = workers[victim].approximateCount(priority)
-                    guard available > 0 else { continue }
-                    if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
-                                                                        deque: workers[victim].storage(priority)) {
-                        waitingOnLoneJob = true
-                        continue
-                    }
-                    worker.count(.stealAttempts)
-                    switch workers[victim].steal(priority) {
-                    case .success(let token):
-                        worker.count(.steals)
-                        worker.trace(.steal, fiber: nil, detail: UInt(victim))
-                        stealMore(from: workers[victim], priority: priority, into: worker)
-                        return token
-                    case .retry:
-                        retry = true
-                    case .empty:
-                        break
+                    switch tryToSteal(from: victim, priority: priority, into: worker, deferred: &deferred, now: &now) {
+                    case .success(let token): return token
+                    case .retry: retry = true
+                    case .empty: break
                     }
                 }
             }
-            // A lone job of this priority is waiting out its patience: taking lower-priority
-            // work now would let it wait behind a whole burst (the fairness bound of
-            // docs/scheduler.md). Come back for it instead.
-            if waitingOnLoneJob { return nil }
+            // A job of this priority is left for later (a lone job waiting out its patience, or
+            // a victim backed off from): taking lower-priority work now would let it wait behind
+            // a whole burst (the fairness bound of docs/scheduler.md). Come back for it instead.
+            if deferred { return nil }
         }
         return nil
     }
 
     /// `steal` on a machine with several nodes: for each priority, the victims of this node
     /// first, then the other nodes' nearest first (docs/numa.md, "Stealing").
-    private func stealByNode(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
+    private func stealByNode(_ worker: UnsafeMutablePointer<WorkerState>, now: inout UInt64) -> UInt? {
         let groups = stealGroups[worker.pointee.index]
         for priority in 0..<UInt8(3) {
-            var waitingOnLoneJob = false
+            var deferred = false
             for group in groups {
                 let start = Int(worker.nextRandom() % UInt64(group.count))
                 var retry = true
@@ -693,7 +685,7 @@ final class Scheduler: @unchecked Sendable {
                         var position = start + offset
                         if position >= group.count { position -= group.count }
                         switch tryToSteal(from: group[position], priority: priority, into: worker,
-                                          waitingOnLoneJob: &waitingOnLoneJob) {
+                                          deferred: &deferred, now: &now) {
                         case .success(let token): return token
                         case .retry: retry = true
                         case .empty: break
@@ -701,20 +693,32 @@ final class Scheduler: @unchecked Sendable {
                     }
                 }
             }
-            // As in `steal`: no lower-priority work while a lone job waits out its patience.
-            if waitingOnLoneJob { return nil }
+            // As in `steal`: no lower-priority work while a job of this priority is left for later.
+            if deferred { return nil }
         }
         return nil
     }
 
-    /// One steal attempt on `victim`'s deque of `priority`, with the patience rule for a lone job.
+    /// One steal attempt on `victim`'s deque of `priority`, with the patience rule for a lone
+    /// job and the back-off from fine-grained work (docs/scheduler.md, "Stealing"). Sets
+    /// `deferred` when a rule leaves the victim's work of `priority` for later: a lone job in
+    /// its patience, or any work of a victim backed off from (whose deque is then not read).
+    /// `now` is the time if already read (0 otherwise).
+    @inline(__always)
     private func tryToSteal(from victim: Int, priority: UInt8, into worker: UnsafeMutablePointer<WorkerState>,
-                            waitingOnLoneJob: inout Bool) -> WorkStealingDeque<UInt>.Steal {
+                            deferred: inout Bool, now: inout UInt64) -> WorkStealingDeque<UInt>.Steal {
+        if priority > 0 && worker.local.pointee.stealBackoff.mayBackOff {
+            if now == 0 { now = MonotonicTime.now() }
+            if worker.local.pointee.stealBackoff.isBackingOff(from: victim, at: now) {
+                deferred = true
+                return .empty
+            }
+        }
         let available = workers[victim].approximateCount(priority)
         guard available > 0 else { return .empty }
         if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
                                                      deque: workers[victim].storage(priority)) {
-            waitingOnLoneJob = true
+            deferred = true
             return .empty
         }
         worker.count(.stealAttempts)
@@ -722,7 +726,10 @@ final class Scheduler: @unchecked Sendable {
         if case .success = result {
             worker.count(.steals)
             worker.trace(.steal, fiber: nil, detail: UInt(victim))
-            stealMore(from: workers[victim], priority: priority, into: worker)
+            let taken = stealMore(from: workers[victim], priority: priority, into: worker)
+            if priority > 0 {
+                worker.local.pointee.stealBackoff.stole(1 + taken, from: victim, at: MonotonicTime.now())
+            }
         }
         return result
     }
@@ -731,10 +738,11 @@ final class Scheduler: @unchecked Sendable {
     /// them (at most 16) in the same burst and queues them on the thief's own deque: the victim's
     /// `top` line then changes hands once per burst rather than once per job, and the thief has
     /// local work for a while. Each take is an ordinary steal, so the deque's guarantees hold.
+    /// Returns how many it took.
     private func stealMore(from victim: UnsafeMutablePointer<WorkerState>, priority: UInt8,
-                           into worker: UnsafeMutablePointer<WorkerState>) {
+                           into worker: UnsafeMutablePointer<WorkerState>) -> Int {
         let available = victim.approximateCount(priority)
-        guard available >= 4 else { return }
+        guard available >= 4 else { return 0 }
         var taken = 0
         for _ in 0..<Swift.min(available / 2, Scheduler.stealBurst) {
             guard case .success(let token) = victim.steal(priority) else { break }
@@ -746,6 +754,7 @@ final class Scheduler: @unchecked Sendable {
             // Others may take from the thief now.
             sleep.workPosted(self)
         }
+        return taken
     }
 
     /// Whether any work is visible to `worker` (its inbox and pinned list, any deque, any

@@ -71,6 +71,9 @@ struct WorkerLocal {
     var patiencePriority: UInt8 = 0
     var patienceTop = 0
     var patienceSince: UInt64 = 0
+    /// The last stolen burst and the victim this worker backs off from (docs/scheduler.md,
+    /// "Stealing").
+    var stealBackoff = StealBackoff()
     var frame = FrameArena()
     /// The closure context last found shared (`retireBody`): its next jobs skip the uniqueness
     /// check, which would read a reference count other threads keep changing.
