@@ -717,7 +717,7 @@ final class Scheduler: @unchecked Sendable {
         let available = workers[victim].approximateCount(priority)
         guard available > 0 else { return .empty }
         if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
-                                                     deque: workers[victim].storage(priority)) {
+                                                     deque: workers[victim].storage(priority), now: &now) {
             deferred = true
             return .empty
         }

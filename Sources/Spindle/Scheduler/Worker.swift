@@ -311,6 +311,7 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     func allocateLinkedRecord(size: Int) -> UnsafeMutableRawPointer {
         local.pointee.arena.allocateLinked(size: size, pool: pointee.chunks)
     }
+
     @inline(__always)
     func deque(_ priority: UInt8) -> Unmanaged<WorkStealingDeque<UInt>> {
         switch priority {
@@ -413,10 +414,11 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     /// about to pop it (a job that spawns its successor and returns): the job then moves to
     /// another core and its data with it. A thief therefore takes a lone job only once it has
     /// seen the same job (same `top` index) for `stealPatienceNanoseconds`; two or more jobs are
-    /// stolen at once. docs/scheduler.md, "Stealing".
-    func patienceExpired(victim: Int, priority: UInt8, deque: UnsafeMutableRawPointer) -> Bool {
+    /// stolen at once. docs/scheduler.md, "Stealing". `now` is the time if the caller's search
+    /// has read it already (0 otherwise); it is read here and kept for the rest of the search.
+    func patienceExpired(victim: Int, priority: UInt8, deque: UnsafeMutableRawPointer, now: inout UInt64) -> Bool {
         let top = WorkStealingDeque<UInt>.top(deque).pointee.load(ordering: .relaxed)
-        let now = MonotonicTime.now()
+        if now == 0 { now = MonotonicTime.now() }
         if local.pointee.patienceVictim == victim && local.pointee.patiencePriority == priority && local.pointee.patienceTop == top {
             return now &- local.pointee.patienceSince >= WorkerState.stealPatienceNanoseconds
         }
