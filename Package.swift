@@ -2,17 +2,24 @@
 //
 // Spindle: a fiber-style job system for Swift on Linux.
 //
-// Module layout (see ARCHITECTURE.md):
+// This package (see ARCHITECTURE.md):
 //   CSpindle       C and assembly for what Swift cannot express: the context switch, signal and
 //                  alternate-stack glue, sanitizer fiber hooks, GNU-only libc prototypes.
 //   Spindle        the library. Depends on the toolchain only.
-//   SpindleBenchKit the benchmark engine: sampling, statistics, reports.
 //   SpindleArgumentParser  Spindle's options as an @OptionGroup (swift-argument-parser).
 //   SpindleConfiguration   Spindle's options from a ConfigReader (swift-configuration).
 //   SpindleObservability   start-up/shutdown logs, a status report (swift-log) and metrics
 //                          (swift-metrics) of a job system and its pipelines.
-//   SpindleBench   the benchmark executable (`swift run -c release spindle-bench`).
-//   FrameLoop, AsyncServer, ImageBatch  the examples (Examples/).
+//
+// Each integration is behind a package trait of the same name, off by default: a package that
+// depends on Spindle without naming a trait resolves no remote package at all (SwiftPM leaves the
+// dependencies of disabled traits out of resolution; .ci/run checks it with an empty cache).
+//
+//     .package(url: "…/Spindle.git", from: "…", traits: ["SpindleConfiguration"])
+//
+// Two more packages live in this repository and are never dependencies of these products:
+//   Benchmarks/    spindle-bench, the benchmark CLI, and its engine (SpindleBenchKit).
+//   Examples/      runnable programs that use Spindle as an application would.
 import PackageDescription
 
 let package = Package(
@@ -25,14 +32,18 @@ let package = Package(
         .library(name: "SpindleConfiguration", targets: ["SpindleConfiguration"]),
         // Logging (swift-log) and metrics (swift-metrics) of a running job system.
         .library(name: "SpindleObservability", targets: ["SpindleObservability"]),
-        .executable(name: "spindle-bench", targets: ["SpindleBench"]),
-        .executable(name: "frame-loop", targets: ["FrameLoop"]),
-        .executable(name: "async-server", targets: ["AsyncServer"]),
-        .executable(name: "image-batch", targets: ["ImageBatch"]),
+    ],
+    traits: [
+        .trait(name: "SpindleArgumentParser",
+               description: "Builds the SpindleArgumentParser product (depends on swift-argument-parser)."),
+        .trait(name: "SpindleConfiguration",
+               description: "Builds the SpindleConfiguration product (depends on swift-configuration)."),
+        .trait(name: "SpindleObservability",
+               description: "Builds the SpindleObservability product (depends on swift-log and swift-metrics)."),
+        .default(enabledTraits: []),
     ],
     dependencies: [
-        // Used by the integration targets, the benchmark executable and the examples, never by
-        // the Spindle library.
+        // Each used only by the integration of the trait that names it, never by `Spindle`.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -46,41 +57,31 @@ let package = Package(
             name: "Spindle",
             dependencies: ["CSpindle"]
         ),
-        // Integrations live in targets of their own, so the core depends on the toolchain only.
+        // Integrations: a target each, its remote dependency behind its trait. Without the trait
+        // the module is empty (its sources are inside `#if <trait>`).
         .target(
             name: "SpindleArgumentParser",
-            dependencies: ["Spindle", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "Spindle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser",
+                         condition: .when(traits: ["SpindleArgumentParser"])),
+            ]
         ),
         .target(
             name: "SpindleConfiguration",
-            dependencies: ["Spindle", .product(name: "Configuration", package: "swift-configuration")]
+            dependencies: [
+                "Spindle",
+                .product(name: "Configuration", package: "swift-configuration",
+                         condition: .when(traits: ["SpindleConfiguration"])),
+            ]
         ),
         .target(
             name: "SpindleObservability",
             dependencies: [
                 "Spindle",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: ["SpindleObservability"])),
+                .product(name: "Metrics", package: "swift-metrics", condition: .when(traits: ["SpindleObservability"])),
             ]
-        ),
-        // The benchmark engine: sampling, statistics, reports. No dependency on Spindle, so its
-        // unit tests are quick and it can measure any peer.
-        .target(
-            name: "SpindleBenchKit",
-            path: "Benchmarks/SpindleBenchKit"
-        ),
-        // Counts heap allocations in spindle-bench by interposing malloc (executable only).
-        .target(
-            name: "CMallocCounter",
-            path: "Benchmarks/CMallocCounter"
-        ),
-        .executableTarget(
-            name: "SpindleBench",
-            dependencies: [
-                "Spindle", "CSpindle", "SpindleBenchKit", "CMallocCounter",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            path: "Benchmarks/SpindleBench"
         ),
         // Checks with the kernel where memory and work landed (one node here; two in the guest
         // of Tests/NumaGuest/run.sh). docs/numa.md, "Verification".
@@ -88,26 +89,6 @@ let package = Package(
             name: "SpindleNumaCheck",
             dependencies: ["Spindle"],
             path: "Tests/NumaGuest/Check"
-        ),
-        // Examples/: runnable programs that use Spindle as an application would (CI runs each).
-        .executableTarget(
-            name: "FrameLoop",
-            dependencies: ["Spindle"],
-            path: "Examples/FrameLoop"
-        ),
-        .executableTarget(
-            name: "AsyncServer",
-            dependencies: ["Spindle"],
-            path: "Examples/AsyncServer"
-        ),
-        .executableTarget(
-            name: "ImageBatch",
-            dependencies: [
-                "Spindle", "SpindleConfiguration", "SpindleObservability",
-                .product(name: "Configuration", package: "swift-configuration"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "Examples/ImageBatch"
         ),
         // Small C helpers that tests need to touch stack memory at a precise depth.
         .target(
@@ -118,24 +99,21 @@ let package = Package(
             name: "SpindleTests",
             dependencies: ["Spindle", "CSpindle", "CSpindleTestSupport"]
         ),
+        // The integrations' tests, compiled with their traits (`swift test --enable-all-traits`,
+        // which Scripts/test-all runs).
         .testTarget(
             name: "SpindleIntegrationTests",
             dependencies: [
                 "Spindle", "SpindleArgumentParser", "SpindleConfiguration", "SpindleObservability",
-                .product(name: "Configuration", package: "swift-configuration"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser",
+                         condition: .when(traits: ["SpindleArgumentParser"])),
+                .product(name: "Configuration", package: "swift-configuration",
+                         condition: .when(traits: ["SpindleConfiguration"])),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: ["SpindleObservability"])),
+                .product(name: "Metrics", package: "swift-metrics", condition: .when(traits: ["SpindleObservability"])),
+                .product(name: "MetricsTestKit", package: "swift-metrics",
+                         condition: .when(traits: ["SpindleObservability"])),
             ]
-        ),
-        .testTarget(
-            name: "SpindleBenchKitTests",
-            dependencies: ["SpindleBenchKit"]
-        ),
-        // Runs the built spindle-bench executable (a dependency, so it is built first).
-        .testTarget(
-            name: "SpindleBenchCLITests",
-            dependencies: ["SpindleBench"]
         ),
     ],
     swiftLanguageModes: [.v6]

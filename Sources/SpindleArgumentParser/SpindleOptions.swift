@@ -1,6 +1,8 @@
 // Spindle's options for command-line tools built with swift-argument-parser: embed
 // `@OptionGroup var spindle: SpindleOptions` and call `spindle.configuration()`.
 
+// Compiled with the `SpindleArgumentParser` package trait only (Package.swift).
+#if SpindleArgumentParser
 import ArgumentParser
 import Spindle
 
@@ -87,3 +89,4 @@ public struct SpindleOptions: ParsableArguments, Sendable {
         }
     }
 }
+#endif  // SpindleArgumentParser

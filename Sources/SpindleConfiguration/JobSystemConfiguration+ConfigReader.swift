@@ -2,6 +2,8 @@
 // configuring libraries: the application chooses the providers (environment, JSON file, command
 // line, in-memory), Spindle reads its keys through the `ConfigReader` it is given.
 
+// Compiled with the `SpindleConfiguration` package trait only (Package.swift).
+#if SpindleConfiguration
 import Configuration
 import Spindle
 
@@ -76,3 +78,4 @@ extension JobSystem.Configuration {
         return "configuration key \(components.joined(separator: ".")) (\(environment), \(flag))"
     }
 }
+#endif  // SpindleConfiguration

@@ -1,5 +1,7 @@
 // Start-up, misconfiguration and shutdown of a job system as swift-log events. docs/observability.md.
 
+// Compiled with the `SpindleObservability` package trait only (Package.swift).
+#if SpindleObservability
 import Logging
 import Spindle
 
@@ -61,3 +63,4 @@ extension JobSystem {
         }
     }
 }
+#endif  // SpindleObservability

@@ -1,6 +1,8 @@
 // A periodic look at a running job system (and its pipelines): a status report through swift-log
 // and counters, gauges and timers through swift-metrics. docs/observability.md.
 
+// Compiled with the `SpindleObservability` package trait only (Package.swift).
+#if SpindleObservability
 import Logging
 import Metrics
 import Spindle
@@ -338,3 +340,4 @@ private struct PipelineState {
         return max(0, seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
     }
 }
+#endif  // SpindleObservability

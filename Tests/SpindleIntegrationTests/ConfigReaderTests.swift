@@ -1,3 +1,5 @@
+// Compiled with the `SpindleConfiguration` package trait only (`swift test --enable-all-traits`).
+#if SpindleConfiguration
 import Configuration
 import Spindle
 import SpindleConfiguration
@@ -108,3 +110,4 @@ struct ConfigReaderTests {
         #expect(jobs.metrics().total.jobsRun == 30)
     }
 }
+#endif  // SpindleConfiguration

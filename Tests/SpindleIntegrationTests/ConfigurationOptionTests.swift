@@ -1,3 +1,5 @@
+// Compiled with the `SpindleArgumentParser` package trait only (`swift test --enable-all-traits`).
+#if SpindleArgumentParser
 import ArgumentParser
 import Spindle
 import SpindleArgumentParser
@@ -102,3 +104,4 @@ struct ArgumentParserOptionTests {
         }
     }
 }
+#endif  // SpindleArgumentParser

@@ -1,3 +1,5 @@
+// Compiled with the `SpindleObservability` package trait only (`swift test --enable-all-traits`).
+#if SpindleObservability
 import Logging
 import Metrics
 import MetricsTestKit
@@ -250,3 +252,4 @@ struct ObservabilityTests {
         #expect(try metrics.expectTimer("spindle.pipeline.item_time", stage).values.count == 1)
     }
 }
+#endif  // SpindleObservability
