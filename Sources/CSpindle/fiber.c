@@ -1,9 +1,9 @@
 // The glue around the raw context switch: the Swift runtime's exclusivity context, sanitizer
 // fiber annotations, and the state machine of a context. docs/fibers.md explains the protocol.
 //
-// Rule for this file (../shared/FIBERS.md): C compilers cache the address of errno and
-// __thread variables across opaque calls, so no function here touches either on both sides of
-// a switch.
+// Rule for this file (docs/fibers.md, "Measured facts"): C compilers cache the address of
+// errno and __thread variables across opaque calls, so no function here touches either on both
+// sides of a switch.
 
 #define _GNU_SOURCE  // dl_iterate_phdr
 #include "CSpindle.h"

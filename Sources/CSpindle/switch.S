@@ -46,7 +46,8 @@ spindle_context_swap:
     popq %rbx
     popq %rbp
     // Pop the return address and jump to it rather than `ret`: after a stack swap the return
-    // predictor always misses, and `ret` costs about 5 ns more here (../shared/FIBERS.md).
+    // predictor always misses, and `ret` costs about 5 ns more here (docs/fibers.md,
+    // "Measured facts", "Context switch costs").
     popq %rcx
     movq %rdx, %rax          // return value for a resumed context
     movq %rdx, %rdi          // first argument for a fresh one (spindle_context_entry)
@@ -138,7 +139,7 @@ spindle_context_swap:
     add sp, sp, #176
     mov x0, x2               // return value, and first argument of a fresh context
     // `ret` here, not an indirect branch: with BTI enforced a `br` to a return site would need
-    // a landing pad there (../shared/FIBERS.md).
+    // a landing pad there (docs/fibers.md, "Measured facts", "Context switch costs").
     ret
     .cfi_endproc
     .size spindle_context_swap, .-spindle_context_swap

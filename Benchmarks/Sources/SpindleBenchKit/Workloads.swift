@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 
-/// The standard workloads W1–W7 (../shared/WORKLOADS.md): constants, inputs, serial references
+/// The standard workloads W1–W7 (docs/workloads.md): constants, inputs, serial references
 /// and check values, shared by every implementation so that figures line up.
 public enum Workloads {
     // MARK: W1 spawn throughput
@@ -76,7 +76,7 @@ public enum Workloads {
 
     /// Dependencies of every node (empty for layer 0), drawn from one splitmix64 stream.
     public static func w5Dependencies() -> [[Int]] {
-        var stream = SplitMix64(seed: 42)  // WORKLOADS.md's generator: one stream for the whole graph
+        var stream = SplitMix64(seed: 42)  // the generator of docs/workloads.md: one stream for the whole graph
         var deps = [[Int]](repeating: [], count: w5Nodes)
         for layer in 1..<w5Layers {
             for j in 0..<w5Width {

@@ -7,8 +7,9 @@ import Musl
 /// The sizes of a fiber's stack and of the guard region below it.
 ///
 /// Swift emits no stack probes: a function whose frame is larger than the guard region can
-/// step over it and corrupt the memory below (../shared/FIBERS.md). The guard therefore costs
-/// address space generously (64 KiB by default) but no memory. See docs/fibers.md, "Stacks".
+/// step over it and corrupt the memory below (docs/fibers.md, "Measured facts", "Stack use and
+/// guards"). The guard therefore costs address space generously (64 KiB by default) but no
+/// memory. See docs/fibers.md, "Stacks".
 ///
 /// - `stackSize` (default 256 KiB, minimum 64 KiB): usable stack, including a control block of
 ///   at most 256 bytes at its top. Typical job code uses at most 17 KiB in steady state and up

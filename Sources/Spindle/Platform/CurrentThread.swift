@@ -20,7 +20,7 @@ extension CPUSet {
 /// Operations on the calling OS thread: affinity, naming, identity.
 ///
 /// Never cache what these return across a fiber wait: a resumed fiber may run on another
-/// thread (../shared/FIBERS.md).
+/// thread (docs/fibers.md, "Measured facts", "The Swift runtime's thread-local state").
 @_spi(Internals)
 public enum CurrentThread {
     /// The CPUs the calling thread may run on (`sched_getaffinity(0)`). The kernel's mask may be

@@ -8,9 +8,9 @@ import Musl
 ///
 /// Spindle's internal locks use this rather than `Synchronization.Mutex` for two measured
 /// reasons: an uncontended lock/unlock costs about a third of Mutex's on the reference machine
-/// (../shared/FIBERS.md, "Reference costs"), and ThreadSanitizer intercepts `pthread_mutex_*`
-/// while it cannot see the futex-based lock inside the prebuilt Synchronization module, so data
-/// guarded by a `Mutex` is reported as racing under `--sanitize=thread`.
+/// (docs/fibers.md, "Measured facts", "Reference costs"), and ThreadSanitizer intercepts
+/// `pthread_mutex_*` while it cannot see the futex-based lock inside the prebuilt Synchronization
+/// module, so data guarded by a `Mutex` is reported as racing under `--sanitize=thread`.
 ///
 /// Thread-safe. Not recursive. Never hold it across a fiber switch: a sibling fiber on the same
 /// thread that takes it would deadlock (README.md, "Rules for job code").
