@@ -1,6 +1,6 @@
-// W1–W7 (../shared/WORKLOADS.md) for the in-process peers, each in its natural idiom, plus a
+// W1–W7 (docs/workloads.md) for the in-process peers, each in its natural idiom, plus a
 // serial baseline where one makes sense. One iteration of a routine is one workload sample as
-// WORKLOADS.md defines it (W1: spawn 1M and wait; W3: 20 passes; W5: 50 runs; W7: 10 passes),
+// docs/workloads.md defines it (W1: spawn 1M and wait; W3: 20 passes; W5: 50 runs; W7: 10 passes),
 // and throughput is given per unit (jobs, tasks, bytes, nodes, hops), so ns/unit reads directly.
 // Spindle's own entries join each group as its capabilities land.
 
@@ -202,7 +202,7 @@ enum WorkloadSuite {
             }
         })
         // Dispatch and OperationQueue have no fork-join that does not block a worker thread per
-        // join: "—" (WORKLOADS.md).
+        // join: "—" (docs/workloads.md).
     }
 
     // MARK: W3 axpy
@@ -287,6 +287,15 @@ enum WorkloadSuite {
                 DispatchQueue.concurrentPerform(iterations: count) { i in out.pointer[i] = Workloads.w4Element(x.pointer[i]) }
             }
         })
+        registry.register(Benchmark(BenchmarkID(group: "W4-compute", name: "dispatch-concurrentPerform-chunks"), throughput: throughput,
+                                    mode: .flat,
+                                    note: "concurrentPerform over \(chunks) chunks of 16 Ki elements (Dispatch's strongest idiom for a flat loop)") { _ in
+            w4Routine { x, out in
+                DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                    for i in chunk(c, of: chunks, count: count) { out.pointer[i] = Workloads.w4Element(x.pointer[i]) }
+                }
+            }
+        })
         registry.register(Benchmark(BenchmarkID(group: "W4-compute", name: "taskgroup"), throughput: throughput, mode: .flat,
                                     note: "withTaskGroup, one task per chunk of 16 Ki elements") { _ in
             w4Routine { x, out in
@@ -308,7 +317,7 @@ enum WorkloadSuite {
 
     // MARK: W5 DAG
 
-    /// WORKLOADS.md's W5 figure: per-node overhead = (µs/run − ideal/cores) / 2048, with the
+    /// The W5 figure of docs/workloads.md: per-node overhead = (µs/run − ideal/cores) / 2048, with the
     /// ideal work taken from the serial entry measured in the same run.
     static func annotateW5(_ results: inout [BenchmarkResult], cores: Int) {
         guard let serial = results.first(where: { $0.id == BenchmarkID(group: "W5-dag", name: "serial") }) else { return }
@@ -553,6 +562,42 @@ enum WorkloadSuite {
                 }
             }
         })
+        let innerChunks = 8
+        registry.register(Benchmark(BenchmarkID(group: "W7-nested", name: "dispatch-concurrentPerform-chunks"), throughput: throughput,
+                                    mode: .flat,
+                                    note: "concurrentPerform(256) containing concurrentPerform over \(innerChunks) chunks of \(inner / innerChunks) elements (Dispatch's strongest idiom)") { _ in
+            w7Routine { a, out in
+                DispatchQueue.concurrentPerform(iterations: outer) { o in
+                    DispatchQueue.concurrentPerform(iterations: innerChunks) { c in
+                        for i in chunk(c, of: innerChunks, count: inner) {
+                            out.pointer[o * inner + i] = Workloads.w7Element(a.pointer[o * inner + i])
+                        }
+                    }
+                }
+            }
+        })
+        registry.register(Benchmark(BenchmarkID(group: "W7-nested", name: "taskgroup-chunks"), throughput: throughput, mode: .flat,
+                                    note: "withTaskGroup of 256 tasks, each a withTaskGroup of \(innerChunks) tasks of \(inner / innerChunks) elements") { _ in
+            w7Routine { input, out in
+                runBlocking {
+                    await withTaskGroup(of: Void.self) { outerGroup in
+                        for o in 0..<outer {
+                            outerGroup.addTask {
+                                await withTaskGroup(of: Void.self) { innerGroup in
+                                    for c in 0..<innerChunks {
+                                        innerGroup.addTask {
+                                            for i in chunk(c, of: innerChunks, count: inner) {
+                                                out.pointer[o * inner + i] = Workloads.w7Element(input.pointer[o * inner + i])
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
         registry.register(Benchmark(BenchmarkID(group: "W7-nested", name: "taskgroup"), throughput: throughput, mode: .flat,
                                     maxSamples: 5,
                                     note: "withTaskGroup of 256 tasks, each a withTaskGroup of 4096 tasks (one element each)") { _ in
@@ -575,6 +620,6 @@ enum WorkloadSuite {
             }
         })
         // OperationQueue has no nested parallel loop that does not block an operation on its
-        // children: "—" (WORKLOADS.md).
+        // children: "—" (docs/workloads.md).
     }
 }
