@@ -20,6 +20,14 @@ enum Suites {
             registry.register(Benchmark(BenchmarkID(group: "selftest", name: "wrong-check")) { _ in
                 { _ in throw BenchmarkCheckFailure("selftest: counter = 41, expected 42") }
             })
+            // A slow routine: each call spends 50 ms of wall-clock time (the time-limit test).
+            registry.register(Benchmark(BenchmarkID(group: "selftest", name: "slow"), mode: .flat) { _ in
+                { iterations in
+                    let start = Clock.nanoseconds()
+                    while Clock.nanoseconds() &- start < 50_000_000 {}
+                    return UInt64(iterations) * 1000
+                }
+            })
             // A synthetic sweep: one iteration "takes" 1 µs divided by the worker count.
             registry.register(Benchmark(BenchmarkID(group: "selftest", name: "sweep"), sweepsThreads: true) { threads in
                 { iterations in UInt64(iterations * 1000 / Swift.max(threads, 1)) }

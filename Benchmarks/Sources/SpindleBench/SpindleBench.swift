@@ -8,7 +8,7 @@ import Spindle
 import SpindleBenchKit
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case text, markdown, json
+    case text, markdown, json, jmh
 }
 
 @main
@@ -22,8 +22,11 @@ struct SpindleBench: ParsableCommand {
             value was wrong; 5 the --baseline does not exist; 64 invalid options.
             """)
 
-    @Argument(help: "A regular expression; only benchmarks whose id (group/name/parameter) matches run.")
+    @Argument(help: "A regular expression; only benchmarks whose id (group/name/parameter) matches run (default: a representative selection; see --all).")
     var filter: String?
+
+    @Flag(help: "Run every benchmark (about half an hour) instead of the default selection (a few minutes).")
+    var all = false
 
     @Flag(help: "Treat the filter as an exact id instead of a regular expression.")
     var exact = false
@@ -34,8 +37,11 @@ struct SpindleBench: ParsableCommand {
     @Flag(help: "List the benchmarks (after filtering) and exit.")
     var list = false
 
-    @Flag(help: "A fast, rough run: 10 samples, 0.5 s warm-up, 1 s measurement, 10,000 resamples.")
+    @Flag(help: "A fast, rough run: 10 samples, 0.5 s warm-up, 1 s measurement, 10,000 resamples, at most 5 s per benchmark.")
     var quick = false
+
+    @Option(help: "Seconds one benchmark may take in all (warm-up and samples; 5 with --quick, 10 for the default selection, else no limit): a benchmark that reaches it reports the samples it has and says so.")
+    var timeLimit: Double?
 
     @Option(help: "Samples per benchmark (default 100, 10 with --quick).")
     var sampleSize: Int?
@@ -70,7 +76,7 @@ struct SpindleBench: ParsableCommand {
     @Option(help: "Directory of baselines.")
     var baselineDir: String = BaselineStore.defaultDirectory
 
-    @Option(help: "Output format: text (criterion's console shape), markdown (tables per group), json (JSON Lines).")
+    @Option(help: "Output format: text (criterion's console shape), markdown (tables per group), json (JSON Lines), jmh (JMH JSON, as package-benchmark exports).")
     var format: OutputFormat = .text
 
     @Option(help: "Comma-separated worker counts (e.g. 1,2,4): runs every thread-sensitive benchmark at each.")
@@ -89,6 +95,8 @@ struct SpindleBench: ParsableCommand {
     func validate() throws {
         if let sampleSize, sampleSize < 2 { throw ValidationError("--sample-size must be at least 2 (got \(sampleSize))") }
         if let measurementTime, !(measurementTime > 0) { throw ValidationError("--measurement-time must be a positive number of seconds (got \(measurementTime))") }
+        if let timeLimit, !(timeLimit > 0) { throw ValidationError("--time-limit must be a positive number of seconds (got \(timeLimit))") }
+        if all && filter != nil { throw ValidationError("--all runs every benchmark; give either --all or a filter, not both") }
         if let warmUpTime, !(warmUpTime > 0) { throw ValidationError("--warm-up-time must be a positive number of seconds (got \(warmUpTime))") }
         if let resamples, resamples < 100 { throw ValidationError("--resamples must be at least 100 (got \(resamples))") }
         if let confidenceLevel, !(confidenceLevel > 0 && confidenceLevel < 1) { throw ValidationError("--confidence-level must be strictly between 0 and 1 (got \(confidenceLevel))") }
@@ -117,6 +125,13 @@ struct SpindleBench: ParsableCommand {
         if let noiseThreshold { settings.noiseThreshold = noiseThreshold }
         if let significanceLevel { settings.significanceLevel = significanceLevel }
         if let seed { settings.seed = seed }
+        if let timeLimit {
+            settings.timeLimitNanoseconds = UInt64(timeLimit * 1e9)
+        } else if filter == nil && !all && !quick {
+            // The default selection finishes in a few minutes: entries whose samples are slow
+            // (a W3 pass takes a tenth of a second) report what they gathered in this time.
+            settings.timeLimitNanoseconds = DefaultSelection.timeLimitNanoseconds
+        }
         return settings
     }
 
@@ -136,6 +151,8 @@ struct SpindleBench: ParsableCommand {
             if chosen.isEmpty {
                 throw CLIError("no benchmark matches '\(filter)'\(exact ? " exactly" : ""); `spindle-bench --list` shows them all")
             }
+        } else if !all && !list {
+            chosen = chosen.filter(DefaultSelection.contains)
         }
         chosen = chosen.filter { benchmark in !skipPatterns.contains { benchmark.id.description.contains($0) } }
         return chosen
@@ -154,7 +171,8 @@ struct SpindleBench: ParsableCommand {
         }
         if list {
             for benchmark in benchmarks {
-                print("\(benchmark.id)\(benchmark.sweepsThreads ? " [threads]" : "")\(benchmark.note.map { "  — \($0)" } ?? "")")
+                let marks = (benchmark.sweepsThreads ? " [threads]" : "") + (DefaultSelection.contains(benchmark) ? " [default]" : "")
+                print("\(benchmark.id)\(marks)\(benchmark.note.map { "  — \($0)" } ?? "")")
             }
             return
         }
@@ -196,14 +214,20 @@ struct SpindleBench: ParsableCommand {
         }
         let sweep = try threadCounts()
         let probe: (() -> Double?)? = handoffProbe && allowed > 1 ? { HandoffProbe.measure() } : nil
-        let runner = Runner(settings: settings, progress: Console.progress, allocationCounter: AllocationCounting.counter(),
-                            handoffProbe: probe)
+        let runs = benchmarks.reduce(0) { $0 + ($1.sweepsThreads ? (sweep?.count ?? 1) : 1) }
+        if filter == nil && !all {
+            Console.note("running the default selection (\(runs) benchmarks); --all runs all \(registry.benchmarks.count), --list shows them")
+        }
+        var completed = 0
+        let runner = Runner(settings: settings, progress: { event in Console.progress(event, position: completed + 1, of: runs) },
+                            allocationCounter: AllocationCounting.counter(), handoffProbe: probe)
         var results: [BenchmarkResult] = []
         var failures: [String] = []
         var handoffFastest: Double?
         for benchmark in benchmarks {
             let counts: [Int?] = benchmark.sweepsThreads ? (sweep ?? [allowed]).map { $0 } : [nil]
             for threads in counts {
+                defer { completed += 1 }
                 let samples: Samples
                 do {
                     samples = try runner.measure(benchmark, threads: threads)
@@ -215,6 +239,10 @@ struct SpindleBench: ParsableCommand {
                     continue
                 }
                 Console.clearProgress()
+                if let planned = samples.plannedSamples, let limit = settings.timeLimitNanoseconds {
+                    Console.warning("\(Format.label(benchmark.id, threads: threads)): \(samples.times.count) of \(planned) samples "
+                        + "fitted in the \(String(format: "%g", Double(limit) / 1e9)) s time limit; its figures rest on those")
+                }
                 var result = BenchmarkResult(analysis: Analysis(samples, settings: settings), throughput: benchmark.throughput,
                                              note: benchmark.note)
                 if idleCPU { result.idleCPUPercent = measureIdleCPU() }
@@ -237,7 +265,7 @@ struct SpindleBench: ParsableCommand {
                 switch format {
                 case .text: print(TextReport.render(result) + "\n")
                 case .json: print(try JSONLinesReport.line(result))
-                case .markdown: break
+                case .markdown, .jmh: break
                 }
                 fflush(nil)  // all streams: stdout is not concurrency-safe to name in Swift 6
             }
@@ -247,6 +275,9 @@ struct SpindleBench: ParsableCommand {
         if format == .markdown {
             print("Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\n")
             print(MarkdownReport.render(results))
+        }
+        if format == .jmh {
+            print(try JMHReport.render(results, settings: settings))
         }
         if let html {
             do {
@@ -310,13 +341,13 @@ enum Console {
     static func warning(_ message: String) { write("spindle-bench: warning: \(message)\n") }
     static func note(_ message: String) { write("spindle-bench: \(message)\n") }
 
-    static func progress(_ event: RunProgress) {
+    static func progress(_ event: RunProgress, position: Int, of total: Int) {
         let text: String
         switch event {
         case .warmingUp(let id, let threads, let seconds):
-            text = "\(Format.label(id, threads: threads)): warming up for \(String(format: "%.1f", seconds)) s"
+            text = "[\(position)/\(total)] \(Format.label(id, threads: threads)): warming up for \(String(format: "%.1f", seconds)) s"
         case .collecting(let id, let threads, let samples, let seconds):
-            text = "\(Format.label(id, threads: threads)): collecting \(samples) samples in an estimated \(String(format: "%.1f", seconds)) s"
+            text = "[\(position)/\(total)] \(Format.label(id, threads: threads)): collecting \(samples) samples in an estimated \(String(format: "%.1f", seconds)) s"
         }
         if isTerminal {
             write("\r\u{1B}[2K" + text)

@@ -13,16 +13,23 @@ public struct MeasurementSettings: Hashable, Sendable, Codable {
     public var significanceLevel = 0.05
     /// Seeds every bootstrap, so a report reproduces from the same samples.
     public var seed: UInt64 = 0x5350_494E_444C_45
+    /// The most wall-clock time one benchmark may take, warm-up, samples and untimed work
+    /// between them included (nil: no limit). A benchmark that reaches it stops sampling with
+    /// what it has (at least two samples) and says so (`Samples.plannedSamples`), as criterion
+    /// warns and carries on.
+    public var timeLimitNanoseconds: UInt64?
 
     public init() {}
 
-    /// `--quick`: 10 samples, 0.5 s warm-up, 1 s of measurement, 10,000 resamples.
+    /// `--quick`: 10 samples, 0.5 s warm-up, 1 s of measurement, 10,000 resamples, and at most
+    /// 5 s per benchmark.
     public static var quick: MeasurementSettings {
         var settings = MeasurementSettings()
         settings.sampleSize = 10
         settings.warmUpNanoseconds = 500_000_000
         settings.measurementNanoseconds = 1_000_000_000
         settings.resamples = 10_000
+        settings.timeLimitNanoseconds = 5_000_000_000
         return settings
     }
 }
@@ -98,6 +105,9 @@ public struct Samples: Hashable, Sendable, Codable {
     /// Nanoseconds per cache-line hand-off between two CPUs, probed before the first sample and
     /// after each one (`Runner.handoffProbe`; nil: not probed, or a probe gave no reading).
     public var handoffs: [Double]?
+    /// The samples the plan asked for, when the time limit stopped the run before it had them
+    /// all (nil: every planned sample was taken).
+    public var plannedSamples: Int?
 
     /// Nanoseconds per iteration of each sample.
     public var perIteration: [Double] { zip(times, iterations).map { $0 / $1 } }
@@ -133,9 +143,15 @@ public struct Runner {
     }
 
     public func measure(_ benchmark: Benchmark, threads: Int?) throws -> Samples {
+        let start = Clock.nanoseconds()
         let routine = try benchmark.make(threads ?? 0)
         progress?(.warmingUp(benchmark.id, threads: threads, seconds: Double(settings.warmUpNanoseconds) / 1e9))
         let meanPerIteration = try warmUp(routine)
+        /// Whether the time limit has passed (checked between samples, never inside one).
+        func outOfTime() -> Bool {
+            guard let limit = settings.timeLimitNanoseconds else { return false }
+            return Clock.nanoseconds() &- start >= limit
+        }
         let sampleSize = Swift.min(settings.sampleSize, benchmark.maxSamples ?? .max)
         let plan = iterationCounts(mode: benchmark.mode, meanPerIteration: meanPerIteration, sampleSize: sampleSize)
         let estimate = plan.reduce(0, +) * meanPerIteration / 1e9
@@ -155,13 +171,17 @@ public struct Runner {
             times.append(Double(try routine(Int(count))))
             usage = usage.adding(ResourceUsage.now().since(before))
             probe()
+            if times.count >= 2 && times.count < plan.count && outOfTime() { break }
         }
-        var samples = Samples(id: benchmark.id, threads: threads, mode: benchmark.mode, iterations: plan, times: times,
-                              usage: usage, totalIterations: Int(plan.reduce(0, +)), mallocsPerIteration: nil,
+        let taken = Array(plan.prefix(times.count))
+        var samples = Samples(id: benchmark.id, threads: threads, mode: benchmark.mode, iterations: taken, times: times,
+                              usage: usage, totalIterations: Int(taken.reduce(0, +)), mallocsPerIteration: nil,
                               handoffs: handoffs)
-        if let counter = allocationCounter {
+        if taken.count < plan.count { samples.plannedSamples = plan.count }
+        // The untimed allocation pass costs one more sample: left out once the time is up.
+        if let counter = allocationCounter, !outOfTime() {
             // Untimed: as many iterations as the smallest sample.
-            let iterations = Int(plan.min() ?? 1)
+            let iterations = Int(taken.min() ?? 1)
             counter.start()
             let outcome = Result { try routine(iterations) }
             let count = counter.stop()

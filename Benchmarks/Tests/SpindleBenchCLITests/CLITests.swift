@@ -43,6 +43,8 @@ struct CLITests {
         (["--warm-up-time", "0"], 64, "--warm-up-time must be a positive number"),
         (["--significance-level", "1.5"], 64, "--significance-level must be strictly between 0 and 1"),
         (["--threads", "1,0"], 64, "--threads takes comma-separated positive worker counts"),
+        (["--time-limit", "0"], 64, "--time-limit must be a positive number of seconds"),
+        (["--all", "W1"], 64, "give either --all or a filter, not both"),
         (["--html", "/proc/spindle-report", "deque/push-pop$"], 1, "cannot write the HTML report to /proc/spindle-report"),
     ])
     func badInputIsAOneLineErrorWithAnExitCode(arguments: [String], status: Int32, message: String) throws {
@@ -139,5 +141,46 @@ struct CLITests {
                                      "--no-handoff-probe"])
         #expect(unprobed.status == 0)
         #expect(!unprobed.stdout.contains("handoffs"))
+    }
+
+    @Test func theDefaultSelectionIsMarkedAndExists() throws {
+        let all = try runBench(["--list"])
+        #expect(all.status == 0)
+        let marked = all.stdout.split(separator: "\n").filter { $0.contains("[default]") }
+        // Every id of the default selection names a registered benchmark, once.
+        #expect(marked.count == 25, "\(marked)")
+        #expect(marked.contains { $0.hasPrefix("W2-fib/spindle-join ") })
+        #expect(marked.contains { $0.hasPrefix("pipeline/dispatch-batched ") })
+        #expect(all.stdout.split(separator: "\n").count > marked.count)
+    }
+
+    @Test func aBenchmarkOverTheTimeLimitReportsWhatItHas() throws {
+        let result = try runBench(["--exact", "selftest/slow", "--sample-size", "10", "--warm-up-time", "0.01",
+                                   "--measurement-time", "0.1", "--resamples", "1000", "--time-limit", "0.2",
+                                   "--no-handoff-probe", "--format", "json"],
+                                  environment: ["SPINDLE_BENCH_SELFTEST": "1"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stderr.contains("selftest/slow: "))
+        #expect(result.stderr.contains("of 10 samples fitted in the 0.2 s time limit"))
+        let line = try #require(result.stdout.split(separator: "\n").first)
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        let samples = ((object?["result"] as? [String: Any])?["analysis"] as? [String: Any])?["samples"] as? [String: Any]
+        let times = try #require(samples?["times"] as? [Double])
+        #expect(times.count >= 2 && times.count < 10)
+        #expect(samples?["plannedSamples"] as? Int == 10)
+    }
+
+    @Test func jmhOutputIsAnArrayOfJMHElements() throws {
+        let result = try runBench(["--exact", "deque/push-pop", "--sample-size", "5", "--warm-up-time", "0.05",
+                                   "--measurement-time", "0.1", "--resamples", "1000", "--format", "jmh"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let array = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]]
+        let element = try #require(array?.first)
+        #expect(array?.count == 1)
+        #expect(element["benchmark"] as? String == "spindle.deque.push-pop")
+        #expect(element["mode"] as? String == "avgt")
+        let primary = element["primaryMetric"] as? [String: Any]
+        #expect(primary?["scoreUnit"] as? String == "ns/op")
+        #expect(((primary?["rawData"] as? [[Double]])?.first?.count) == 5)
     }
 }

@@ -23,6 +23,31 @@ struct RunnerTests {
         #expect(runner.iterationCounts(mode: .flat, meanPerIteration: 1e12, sampleSize: 3) == [1, 1, 1])
     }
 
+    @Test func theTimeLimitStopsSamplingWithWhatItHas() throws {
+        // Each call spends at least 20 ms of wall-clock time (untimed work, as a benchmark's
+        // setup between samples) and reports 1 µs. Ten samples cannot fit in 100 ms: the run
+        // stops early, keeps at least two samples and records how many were planned.
+        let benchmark = Benchmark(BenchmarkID(group: "g", name: "slow-setup"), mode: .flat) { _ in
+            { iterations in
+                let start = Clock.nanoseconds()
+                while Clock.nanoseconds() &- start < 20_000_000 {}
+                return UInt64(iterations) * 1000
+            }
+        }
+        var limited = settings(samples: 10)
+        limited.timeLimitNanoseconds = 100_000_000
+        let samples = try Runner(settings: limited).measure(benchmark, threads: nil)
+        #expect(samples.plannedSamples == 10)
+        #expect(samples.times.count >= 2 && samples.times.count < 10)
+        #expect(samples.iterations.count == samples.times.count)
+        #expect(samples.totalIterations == Int(samples.iterations.reduce(0, +)))
+
+        // Without a limit, every planned sample is taken.
+        let full = try Runner(settings: settings(samples: 3)).measure(benchmark, threads: nil)
+        #expect(full.plannedSamples == nil)
+        #expect(full.times.count == 3)
+    }
+
     @Test func theSlopeDampsAFixedPerSampleCost() throws {
         // A synthetic routine: exactly 10 ns per iteration plus 5 µs per sample (setup the
         // routine could not keep off the clock). Through the origin, least squares gives
