@@ -48,15 +48,13 @@ struct FrameArena {
         let page = NumaMemory.pageSize
         let extra = alignment > page ? alignment : 0
         let size = Swift.max(Self.chunkSize, (byteCount + extra + page - 1) / page * page)
-        let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        require(mapped != MAP_FAILED && mapped != nil,
-                "Spindle frame allocator: out of memory reserving \(size) bytes (mmap failed: errno \(errno))")
-        bindChunk?(mapped!, size)
-        chunks.append((mapped!, size))
+        let mapped = PageMemory.map(size, for: "frame memory")
+        bindChunk?(mapped, size)
+        chunks.append((mapped, size))
         current = chunks.count - 1
-        let start = extra == 0 ? 0 : Int(UInt(bitPattern: mapped!).roundedUp(to: UInt(alignment)) - UInt(bitPattern: mapped!))
+        let start = extra == 0 ? 0 : Int(UInt(bitPattern: mapped).roundedUp(to: UInt(alignment)) - UInt(bitPattern: mapped))
         cursor = start + byteCount
-        return (mapped! + start, size)
+        return (mapped + start, size)
     }
 
     /// Fills the memory used in frame `number` with a recognizable pattern (debug builds), so a
@@ -65,12 +63,12 @@ struct FrameArena {
         guard frame == number else { return }
         for index in 0...Swift.min(current, chunks.count - 1) where !chunks.isEmpty {
             let used = index < current ? chunks[index].size : cursor
-            memset(chunks[index].memory, 0xDD, used)
+            chunks[index].memory.initializeMemory(as: UInt8.self, repeating: 0xDD, count: used)
         }
     }
 
     func releaseAll() {
-        for chunk in chunks { munmap(chunk.memory, chunk.size) }
+        for chunk in chunks { PageMemory.unmap(chunk.memory, chunk.size) }
     }
 }
 
@@ -160,7 +158,9 @@ final class FrameState: @unchecked Sendable {
         require(ownerThread == CurrentThread.id, "JobSystem.endFrame() must be called on the thread that began the frame")
         #if DEBUG
         for index in 0..<scheduler.workerCount {
-            scheduler.workers[index].local.pointee.frame.poison(frame: open)
+            // Owner-only state read from the frame's thread: allowed here, because the frame's
+            // jobs have all finished (docs/scheduler.md, "Frame memory").
+            scheduler.workers[index].pointee.local.pointee.frame.poison(frame: open)
         }
         ownerArena.poison(frame: open)
         #endif

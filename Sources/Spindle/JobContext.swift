@@ -22,7 +22,7 @@ public struct JobContext {
     public var workerIndex: Int { state.pointee.worker.pointee.index }
 
     /// The priority of the running job.
-    public var priority: Priority { Priority(rawValue: state.pointee.priority)! }
+    public var priority: Priority { state.pointee.priority }
 
     // MARK: Spawning
 
@@ -59,7 +59,7 @@ public struct JobContext {
         let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
         // The body moves into the record (no retain here, no release by the caller).
         Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
-        worker.post(Token.record(record), priority: priority.rawValue)
+        worker.post(Token.record(record), priority: priority)
     }
 
     /// Submits a job that calls `body(argument, context)`, adding one to `counter` now and
@@ -86,7 +86,7 @@ public struct JobContext {
         let record = worker.allocateRecord(size: MemoryLayout<ArgumentRecord>.stride)
         Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
                                      priority: priority, affinity: affinity)
-        worker.post(Token.record(record), priority: priority.rawValue)
+        worker.post(Token.record(record), priority: priority)
     }
 
     /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.
@@ -102,7 +102,7 @@ public struct JobContext {
         counter.increment(by: count)
         let worker = state.pointee.worker
         let tickets = Swift.min(count, worker.pointee.workerCount)
-        worker.submit(priority: priority.rawValue, size: MemoryLayout<CountRecord>.stride) { record in
+        worker.submit(priority: priority, size: MemoryLayout<CountRecord>.stride) { record in
             Execution.initializeCount(record, count: count, tickets: tickets, body: body,
                                       counter: counter, priority: priority, affinity: affinity)
         }
@@ -178,7 +178,7 @@ public struct JobContext {
     ) -> Result {
         // SAFETY: `thief` outlives every use of its recorded words: a thief finishes calling it
         // before it releases the latch, and `body` does not return before the latch is released.
-        _spindleClosureWords(JoinRecord.thunk(record), thief)
+        _spindleClosureWords(UnsafeMutableRawPointer(JoinRecord.block(record)[JoinRecord.thunk]), thief)
         _joinPost(record)
         return body()
     }
@@ -188,9 +188,8 @@ public struct JobContext {
     @usableFromInline
     func _joinPost(_ record: UnsafeMutableRawPointer) {
         record.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
-            execute: Execution.executeJoin, counter: nil,
-            priority: Priority(rawValue: state.pointee.priority)!, pinned: state.pointee.pinned))
-        JoinRecord.latch(record).initialize(to: Atomic(JoinLatch.pending))
+            for: JoinRecord.self, counter: nil, priority: state.pointee.priority, pinned: state.pointee.pinned))
+        JoinRecord.block(record).initialize(JoinRecord.latch, to: Atomic(JoinLatch.pending))
         state.pointee.worker.post(Token.record(record), priority: state.pointee.priority)
     }
 
@@ -200,28 +199,28 @@ public struct JobContext {
     func _joinFinish(_ record: UnsafeMutableRawPointer) -> Bool {
         let mine = Token.record(record)
         let priority = state.pointee.priority
-        let latch = JoinRecord.latch(record)
+        let latch = JoinRecord.block(record)[JoinRecord.latch]
         while true {
             // Acquiring: pairs with the thief's exchange; its result is then visible.
             if latch.pointee.load(ordering: .acquiring) == JoinLatch.done { return false }
             let worker = state.pointee.worker
             guard let token = worker.pop(priority) else { break }
             if token == mine { return true }
-            if token & Token.fiberTag != 0 {
+            if Token.isFiber(token) {
                 // A ready fiber cannot run on top of this one: leave it to the loop.
                 worker.post(token, priority: priority)
                 break
             }
-            let other = UnsafeMutableRawPointer(bitPattern: token)!
-            if Execution.isAsync(other) {
-                // A partial task runs only on the loop, never on top of a job (docs/async.md).
+            let other = Token.recordPointer(token)
+            if !JobHeader.of(other).kind.runsNested {
+                // This kind runs only from the loop (a partial task: docs/async.md).
                 worker.post(token, priority: priority)
                 break
             }
             // A job spawned by `left` that nobody took: run it here, as the loop would.
-            worker.traceBegin(other, fiber: state)
+            worker.observeBegin(other, fiber: state)
             other.load(as: ExecuteFunction.self)(other, UnsafeMutableRawPointer(state))
-            state.pointee.worker.trace(.end, fiber: state)
+            state.pointee.worker.observe(.end, fiber: state)
         }
         scheduler.park(state, .parkOnLatch(state, latch))
         return false

@@ -1,29 +1,6 @@
 import CSpindle
 import Synchronization
 
-/// The priority a job is scheduled at.
-///
-/// A worker takes high before normal before low: from its own deques first, then from the
-/// system's injection queues, and only then steals, high before normal before low. A job that
-/// keeps being outrun by higher-priority work waits; priorities are strict, not weighted.
-/// docs/scheduler.md, "Priorities and fairness", states the bound this gives.
-public enum Priority: UInt8, CaseIterable, Comparable, Sendable {
-    case high = 0
-    case normal = 1
-    case low = 2
-
-    public static func < (lhs: Priority, rhs: Priority) -> Bool { lhs.rawValue > rhs.rawValue }
-}
-
-/// Where a job's fiber may continue after it waits.
-public enum JobAffinity: Sendable, Hashable {
-    /// Resumed on the worker it waited on when that worker is free first; an idle worker may
-    /// steal it from there (better balance). The default.
-    case migratable
-    /// Always resumed on the worker it started on (locality; never stolen while it waits).
-    case pinned
-}
-
 /// A completion counter: the number of jobs (or other events) still pending.
 ///
 /// Jobs started with a counter add one to it when submitted and subtract one when they finish.
@@ -153,89 +130,5 @@ public final class JobCounter: @unchecked Sendable {
         let now = word.load(ordering: .sequentiallyConsistent)
         return now & JobCounter.countMask == 0
             || (now >> JobCounter.countBits) != (observed >> JobCounter.countBits)
-    }
-}
-
-// MARK: - Wait lists
-
-/// A waiter on a counter: a parked fiber (the node lives in its `FiberState`) or a blocked thread
-/// (the node lives on the thread's stack). docs/scheduler.md, "Waiting".
-@usableFromInline
-struct WaitNode {
-    @usableFromInline var next: UnsafeMutablePointer<WaitNode>?
-    /// 0: `target` is a `FiberState`; 1: `target` is an `Atomic<UInt32>` futex word.
-    @usableFromInline var kind: Int
-    @usableFromInline var target: UnsafeMutableRawPointer?
-
-    @usableFromInline static let fiberKind = 0
-    @usableFromInline static let threadKind = 1
-}
-
-/// Lock-free wait-list operations on an `Atomic<UInt>` head next to a pending count.
-///
-/// Protocol (docs/scheduler.md, "Waiting"): a waiter pushes its node, then reads the count; if
-/// it reads zero, it takes the whole list and wakes it (itself included). The thread that takes
-/// the count to zero takes the whole list and wakes it. All four operations are sequentially
-/// consistent, so either the waiter sees zero or the zeroing thread sees the node: no lost
-/// wake-up. Each node is taken by exactly one `exchange`, so nobody is woken twice.
-@usableFromInline
-enum WaitList {
-    /// Pushes `node`; if `isZero()` holds afterwards, wakes the list. Returns whether `node` was
-    /// among the nodes woken here (the caller then knows it is already runnable).
-    static func register(
-        _ node: UnsafeMutablePointer<WaitNode>, on head: borrowing Atomic<UInt>,
-        isZero: () -> Bool
-    ) {
-        var current = head.load(ordering: .relaxed)
-        while true {
-            node.pointee.next = UnsafeMutablePointer(bitPattern: current)
-            let (exchanged, original) = head.compareExchange(
-                expected: current, desired: UInt(bitPattern: node),
-                successOrdering: .sequentiallyConsistent, failureOrdering: .relaxed)
-            if exchanged { break }
-            current = original
-        }
-        if isZero() { wakeAll(head) }
-    }
-
-    /// Takes every node and resumes it. A node must not be touched after it is resumed (its
-    /// memory belongs to the waiter again), so `next` is read first.
-    @usableFromInline
-    static func wakeAll(_ head: borrowing Atomic<UInt>) {
-        var node = UnsafeMutablePointer<WaitNode>(bitPattern: head.exchange(0, ordering: .sequentiallyConsistent))
-        while let current = node {
-            node = current.pointee.next
-            if current.pointee.kind == WaitNode.fiberKind {
-                Scheduler.makeReady(current.pointee.target!.assumingMemoryBound(to: FiberState.self))
-            } else {
-                let word = current.pointee.target!.assumingMemoryBound(to: Atomic<UInt32>.self)
-                // Releasing: the waiter's acquiring load sees the counted work. After this store
-                // the waiter may return and its stack node is gone; the futex address stays
-                // mapped (a stack), and waking an address nobody waits on is harmless.
-                word.pointee.store(1, ordering: .releasing)
-                Futex.wake(word, count: 1)
-            }
-        }
-    }
-
-    /// Blocks the calling OS thread until `isOver()` holds, registering on `head`'s list and
-    /// sleeping on a futex each time it does not: a wake-up meant for an earlier round of a
-    /// reused counter sends the thread back to sleep.
-    static func blockThread(on head: borrowing Atomic<UInt>, isOver: () -> Bool) {
-        withUnsafeTemporaryAllocation(byteCount: MemoryLayout<WaitNode>.stride + 8, alignment: 16) { raw in
-            let node = raw.baseAddress!.bindMemory(to: WaitNode.self, capacity: 1)
-            let word = (raw.baseAddress! + MemoryLayout<WaitNode>.stride).bindMemory(to: Atomic<UInt32>.self, capacity: 1)
-            word.initialize(to: Atomic(0))
-            node.initialize(to: WaitNode(next: nil, kind: WaitNode.threadKind, target: UnsafeMutableRawPointer(word)))
-            repeat {
-                // The node was taken off the list by the exchange that woke it: reusable.
-                word.pointee.store(0, ordering: .relaxed)
-                register(node, on: head, isZero: isOver)
-                // Acquiring: pairs with the releasing store in `wakeAll`.
-                while word.pointee.load(ordering: .acquiring) == 0 {
-                    _ = Futex.wait(on: word, expected: 0)
-                }
-            } while !isOver()
-        }
     }
 }

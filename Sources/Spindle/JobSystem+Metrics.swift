@@ -99,7 +99,7 @@ extension JobSystem {
             counters.sleeps = worker.metric(.sleeps)
             counters.wakeups = worker.metric(.wakeups)
             counters.frameBytes = worker.metric(.frameBytes)
-            counters.queued = UInt64(Priority.allCases.reduce(0) { $0 + max(0, worker.approximateCount($1.rawValue)) })
+            counters.queued = UInt64(Priority.allCases.reduce(0) { $0 + max(0, worker.approximateCount($1)) })
             return counters
         }
         var metrics = Metrics(workers: workers, recordBytes: scheduler.chunkPools.reduce(0) { $0 + $1.bytes.load(ordering: .relaxed) },
@@ -129,7 +129,7 @@ extension JobSystem {
         let report = MetricsReport()
         let scheduler = self.scheduler
         let refused = OSThread.repeating(name: "sp-report", every: interval, stop: { report.stopWord }) {
-            report.thread.store(UInt(pthread_self()), ordering: .relaxed)  // lets stop() tell it is called from the handler
+            report.thread.store(CurrentThread.identifier, ordering: .relaxed)  // lets stop() tell it is called from the handler
             handler(JobSystem.metrics(of: scheduler))
         } exited: {
             report.exitedWord.pointee.store(1, ordering: .releasing)
@@ -169,7 +169,7 @@ extension JobSystem {
         public func stop() {
             stopWord.pointee.store(1, ordering: .releasing)
             _ = Futex.wake(stopWord, count: Int32.max)
-            guard thread.load(ordering: .acquiring) != UInt(pthread_self()) else { return }
+            guard thread.load(ordering: .acquiring) != CurrentThread.identifier else { return }
             while exitedWord.pointee.load(ordering: .acquiring) == 0 {
                 _ = Futex.wait(on: exitedWord, expected: 0)
             }

@@ -158,7 +158,7 @@ public final class JobSystem: @unchecked Sendable {
         guard count > 0 else { return counter }
         counter.increment(by: count)
         let tickets = Swift.min(count, workerCount)
-        scheduler.submit(priority: priority.rawValue, size: MemoryLayout<CountRecord>.stride) { memory in
+        scheduler.submit(priority: priority, size: MemoryLayout<CountRecord>.stride) { memory in
             Execution.initializeCount(memory, count: count, tickets: tickets, body: body, counter: counter,
                                       priority: priority, affinity: affinity)
         }
@@ -176,7 +176,7 @@ public final class JobSystem: @unchecked Sendable {
     ///   workers; use that job's `JobContext.wait(for:)`), nor from async code running on a
     ///   worker through the task executor (use `await wait(for:)` there).
     public func wait(for counter: JobCounter) {
-        scheduler.requireNotInAsyncTask("JobSystem.wait(for:)")
+        scheduler.requireMayBlock("JobSystem.wait(for:)")
         if counter.isComplete { return }
         if let worker = Scheduler.anyCurrentWorker() {
             require(worker.pointee.scheduler === scheduler,

@@ -128,6 +128,6 @@ extension JobSystem: TaskExecutor {
     /// - Complexity: O(1); no heap allocation (records come from the frame allocators).
     public func enqueue(_ job: consuming ExecutorJob) {
         let priority = Priority(job.priority)
-        scheduler.enqueueAsync(UnownedJob(job), executor: asUnownedTaskExecutor(), priority: priority)
+        scheduler.submitAsync(UnownedJob(job), executor: asUnownedTaskExecutor(), priority: priority)
     }
 }

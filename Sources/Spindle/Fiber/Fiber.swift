@@ -67,22 +67,17 @@ public struct Fiber: Hashable, @unchecked Sendable {
     public static func allocate(_ configuration: FiberStackConfiguration = .default) throws(SystemError) -> Fiber {
         _ = try retryingSyscall("sigaction") { spindle_overflow_install_handlers() }
         let mappingSize = configuration.guardSize + configuration.stackSize
-        guard let mapping = mmap(nil, mappingSize, PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0),
-              mapping != MAP_FAILED
-        else {
-            throw SystemError(call: "mmap", errno: Glibc.errno)
-        }
+        let mapping = try PageMemory.mapThrowing(mappingSize, stack: true)
         do {
-            _ = try retryingSyscall("mprotect") { mprotect(mapping, configuration.guardSize, PROT_NONE) }
+            try PageMemory.protectNone(mapping, configuration.guardSize)
         } catch {
-            munmap(mapping, mappingSize)
+            PageMemory.unmap(mapping, mappingSize)
             throw error
         }
         let slot = spindle_overflow_register(mapping, configuration.guardSize, configuration.stackSize)
         if slot < 0 {
             let error = Glibc.errno
-            munmap(mapping, mappingSize)
+            PageMemory.unmap(mapping, mappingSize)
             throw SystemError(call: "mmap", errno: error)
         }
 
@@ -117,7 +112,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
         let mapping = control.pointee.mapping!
         let size = control.pointee.mapping_size
         // After this line `control` points into unmapped memory.
-        munmap(mapping, size)
+        PageMemory.unmap(mapping, size)
     }
 
     /// A context for the calling thread's own stack, so it can switch to fibers and be switched
@@ -247,7 +242,7 @@ public struct Fiber: Hashable, @unchecked Sendable {
     /// (its page lies inside the budget, so it survives).
     private func dropPagesBelowResidentBudget() {
         let bottom = control.pointee.stack_bottom!
-        _ = madvise(bottom, canaryAddress - bottom, MADV_DONTNEED)
+        PageMemory.discard(bottom, canaryAddress - bottom)
         canaryAddress.storeBytes(of: Self.canary, as: UInt64.self)
     }
 

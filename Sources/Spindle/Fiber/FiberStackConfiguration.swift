@@ -72,7 +72,7 @@ public struct FiberStackConfiguration: Hashable, Sendable, CustomStringConvertib
         }
     }
 
-    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    static var pageSize: Int { PageMemory.pageSize }
 
     static func roundUp(_ value: Int, to alignment: Int) -> Int {
         (value + alignment - 1) / alignment * alignment

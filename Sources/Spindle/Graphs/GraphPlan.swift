@@ -8,28 +8,30 @@ import Synchronization
 final class GraphRunState: @unchecked Sendable {
     // SAFETY: the flags are atomics in `control`; `storedFailure` only under `lock`.
 
-    /// Three cache lines: `failed` (Atomic<Bool>), `remaining` (Atomic<Int>, sinks left in the
-    /// run), `running` (Atomic<Bool>). Raw memory, so a plan can reach them without touching this
-    /// object's reference count.
-    let control: UnsafeMutableRawPointer
+    /// Three cache lines: `failed`, `remaining` (sinks left in the run), `running`. Raw memory,
+    /// so a plan can reach them without touching this object's reference count.
+    private let control: RawBlock
+    private static var failedSlot: RawSlot<Atomic<Bool>> { RawSlot(line: 0) }
+    private static var remainingSlot: RawSlot<Atomic<Int>> { RawSlot(line: 1) }
+    private static var runningSlot: RawSlot<Atomic<Bool>> { RawSlot(line: 2) }
     let counter = JobCounter()
     private let lock = Lock()
     private var storedFailure: TaskGraph.NodeFailure?
 
     init() {
-        control = .allocate(byteCount: 192, alignment: 64)
-        failed.initialize(to: Atomic(false))
-        remaining.initialize(to: Atomic(0))
-        running.initialize(to: Atomic(false))
+        control = .allocate(byteCount: 3 * RawBlock.lineSize, alignment: RawBlock.lineSize)
+        control.initialize(Self.failedSlot, to: Atomic(false))
+        control.initialize(Self.remainingSlot, to: Atomic(0))
+        control.initialize(Self.runningSlot, to: Atomic(false))
     }
 
     deinit {
         control.deallocate()
     }
 
-    var failed: UnsafeMutablePointer<Atomic<Bool>> { (control).assumingMemoryBound(to: Atomic<Bool>.self) }
-    var remaining: UnsafeMutablePointer<Atomic<Int>> { (control + 64).assumingMemoryBound(to: Atomic<Int>.self) }
-    var running: UnsafeMutablePointer<Atomic<Bool>> { (control + 128).assumingMemoryBound(to: Atomic<Bool>.self) }
+    var failed: UnsafeMutablePointer<Atomic<Bool>> { control[Self.failedSlot] }
+    var remaining: UnsafeMutablePointer<Atomic<Int>> { control[Self.remainingSlot] }
+    var running: UnsafeMutablePointer<Atomic<Bool>> { control[Self.runningSlot] }
 
     var isRunning: Bool { running.pointee.load(ordering: .acquiring) }
 
@@ -66,10 +68,13 @@ final class GraphRunState: @unchecked Sendable {
 
 /// A job record that runs graph nodes: `node >= 0` runs that node (and the continuations it
 /// leads to); `node == -1` launches a run.
-struct GraphRecord {
+struct GraphRecord: JobRecordKind {
     var header: JobHeader
     var plan: Unmanaged<GraphPlan>
     var node: Int
+
+    static var kind: JobKind { .graphNode }
+    static var execute: ExecuteFunction { GraphExecution.executeGraph }
 }
 
 /// A graph compiled for running: one cache line per node, flattened successor lists, roots.
@@ -77,13 +82,16 @@ struct GraphRecord {
 final class GraphPlan: @unchecked Sendable {
     // SAFETY: after init only `pending` counts change, atomically, as docs/graphs.md describes.
 
-    static let lineSize = 64
-    // Offsets in a node's line.
-    static let successorStartOffset = 8
-    static let successorCountOffset = 12
-    static let predecessorsOffset = 16
-    static let priorityOffset = 20
-    static let bodyOffset = 32
+    /// One cache line per node: the pending count (counted down by a run, restored by the
+    /// owner of the node), where its successors start in `successors` and how many, its
+    /// predecessor count (the value restored), its priority, and its body (two words).
+    static let lineSize = RawBlock.lineSize
+    static var pending: RawSlot<Atomic<Int>> { RawSlot(line: 0, word: 0) }
+    static var successorStart: RawSlot<Int32> { RawSlot(byteOffset: 8) }
+    static var successorCount: RawSlot<Int32> { RawSlot(byteOffset: 12) }
+    static var predecessors: RawSlot<Int32> { RawSlot(byteOffset: 16) }
+    static var priority: RawSlot<Priority> { RawSlot(byteOffset: 20) }
+    static var body: RawSlot<NodeBody> { RawSlot(line: 0, word: 4) }
 
     let version: Int
     let nodeCount: Int
@@ -93,7 +101,7 @@ final class GraphPlan: @unchecked Sendable {
     let successors: UnsafeMutablePointer<Int32>
     let roots: [Int32]
     let sinkCount: Int
-    let launchPriority: UInt8
+    let launchPriority: Priority
     let runState: GraphRunState
     /// `runState`'s flags, reached without its reference count.
     let failed: UnsafeMutablePointer<Atomic<Bool>>
@@ -116,30 +124,42 @@ final class GraphPlan: @unchecked Sendable {
         var roots: [Int32] = []
         var sinks = 0
         for node in 0..<nodeCount {
-            let line = lines + node * Self.lineSize
+            let line = RawBlock(lines + node * Self.lineSize, byteCount: Self.lineSize)
             let predecessors = builder.predecessorCounts[node]
             let list = builder.successors[node]
-            line.bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(Int(predecessors)))
-            line.storeBytes(of: Int32(start), toByteOffset: Self.successorStartOffset, as: Int32.self)
-            line.storeBytes(of: Int32(list.count), toByteOffset: Self.successorCountOffset, as: Int32.self)
-            line.storeBytes(of: predecessors, toByteOffset: Self.predecessorsOffset, as: Int32.self)
-            line.storeBytes(of: builder.priorities[node].rawValue, toByteOffset: Self.priorityOffset, as: UInt8.self)
-            (line + Self.bodyOffset).bindMemory(to: NodeBody.self, capacity: 1).initialize(to: builder.bodies[node])
+            line.initialize(Self.pending, to: Atomic(Int(predecessors)))
+            line.initialize(Self.successorStart, to: Int32(start))
+            line.initialize(Self.successorCount, to: Int32(list.count))
+            line.initialize(Self.predecessors, to: predecessors)
+            line.initialize(Self.priority, to: builder.priorities[node])
+            line.initialize(Self.body, to: builder.bodies[node])
             for (offset, successor) in list.enumerated() { successors[start + offset] = successor }
             start += list.count
             if predecessors == 0 { roots.append(Int32(node)) }
             if list.isEmpty { sinks += 1 }
         }
         // Highest priority first among the roots, so the launch job runs the most urgent one.
-        roots.sort { builder.priorities[Int($0)].rawValue < builder.priorities[Int($1)].rawValue }
+        roots.sort { builder.priorities[Int($0)].index < builder.priorities[Int($1)].index }
         self.roots = roots
         sinkCount = sinks
-        launchPriority = builder.priorities[Int(roots[0])].rawValue
+        launchPriority = builder.priorities[Int(roots[0])]
+    }
+
+    /// The line of `node`.
+    @inline(__always)
+    func line(_ node: Int) -> RawBlock {
+        RawBlock(lines + node * Self.lineSize, byteCount: Self.lineSize)
+    }
+
+    /// The priority of `node`.
+    @inline(__always)
+    func priority(of node: Int) -> Priority {
+        line(node)[Self.priority].pointee
     }
 
     deinit {
         for node in 0..<nodeCount {
-            (lines + node * Self.lineSize + Self.bodyOffset).assumingMemoryBound(to: NodeBody.self).deinitialize(count: 1)
+            line(node)[Self.body].deinitialize(count: 1)
         }
         lines.deallocate()
         successors.deallocate()
@@ -154,7 +174,7 @@ enum GraphExecution {
     @inline(__always)
     static func launch(
         _ graph: TaskGraph,
-        submit: (UInt8, (UnsafeMutableRawPointer) -> Void) -> Void
+        submit: (Priority, (UnsafeMutableRawPointer) -> Void) -> Void
     ) -> JobCounter {
         guard let plan = graph.beginRun() else { return graph.counter }
         let priority = plan._withUnsafeGuaranteedRef { $0.launchPriority }
@@ -162,9 +182,9 @@ enum GraphExecution {
         return graph.counter
     }
 
-    static func initializeLaunch(_ memory: UnsafeMutableRawPointer, plan: Unmanaged<GraphPlan>, priority: UInt8) {
+    static func initializeLaunch(_ memory: UnsafeMutableRawPointer, plan: Unmanaged<GraphPlan>, priority: Priority) {
         memory.bindMemory(to: GraphRecord.self, capacity: 1).initialize(to: GraphRecord(
-            header: JobHeader(execute: executeGraph, counter: nil, priority: Priority(rawValue: priority)!, pinned: false),
+            header: JobHeader(for: GraphRecord.self, counter: nil, priority: priority, pinned: false),
             plan: plan, node: -1))
     }
 
@@ -173,6 +193,7 @@ enum GraphExecution {
         let record = memory.assumingMemoryBound(to: GraphRecord.self)
         let plan = record.pointee.plan
         let first = record.pointee.node
+        Execution.markRetired(memory)
         state.pointee.worker.releaseRecord(memory)
         state.pointee.worker.flushDecrements()
         let saved = (state.pointee.currentCounter, state.pointee.priority, state.pointee.pinned)
@@ -197,35 +218,34 @@ enum GraphExecution {
             for root in plan.roots.dropFirst() { push(Int(root), of: plan, on: worker) }
             node = Int(plan.roots[0])
         }
-        let lines = plan.lines
         let successors = plan.successors
         state.pointee.currentCounter = plan.counter.toOpaque()
         state.pointee.pinned = false
         while true {
-            let line = lines + node * GraphPlan.lineSize
-            state.pointee.priority = line.load(fromByteOffset: GraphPlan.priorityOffset, as: UInt8.self)
+            let line = plan.line(node)
+            state.pointee.priority = line[GraphPlan.priority].pointee
             // Relaxed: a hint; nodes already running finish their bodies in any case.
             if !plan.failed.pointee.load(ordering: .relaxed) {
                 // SAFETY: the body's two words, called without copying the closure; the plan
                 // (retained for the run) keeps it alive.
                 let before = state.pointee.worker
-                let traced = before.traceSlot.pointee.load(ordering: .relaxed) != 0
+                let traced = before.isObserved
                 if traced {
-                    before.trace(.begin, fiber: state, label: before.pointee.scheduler.traceLabel(for: plan.names[node]),
-                                 priority: state.pointee.priority, detail: UInt(bitPattern: plan.counter.toOpaque()))
+                    before.observe(.begin, fiber: state, label: .name(plan.names[node]),
+                                   priority: state.pointee.priority, detail: UInt(bitPattern: plan.counter.toOpaque()))
                 }
                 if let error = spindle_throwing_closure_invoke(
-                    UnsafeRawPointer(line + GraphPlan.bodyOffset).assumingMemoryBound(to: UnsafeMutableRawPointer.self),
+                    UnsafeMutableRawPointer(line[GraphPlan.body]).assumingMemoryBound(to: UnsafeMutableRawPointer.self),
                     UnsafeMutableRawPointer(state)) {
                     plan.runState.fail(node: plan.names[node], takeError(error))
                 }
-                if traced { state.pointee.worker.trace(.end, fiber: state) }
+                if traced { state.pointee.worker.observe(.end, fiber: state) }
             }
             // The body may have waited and continued on another worker.
             let worker = state.pointee.worker
             worker.count(.jobsRun)
-            let start = Int(line.load(fromByteOffset: GraphPlan.successorStartOffset, as: Int32.self))
-            let count = Int(line.load(fromByteOffset: GraphPlan.successorCountOffset, as: Int32.self))
+            let start = Int(line[GraphPlan.successorStart].pointee)
+            let count = Int(line[GraphPlan.successorCount].pointee)
             if count == 0 {
                 // A sink. Acquiring and releasing: the last one sees every node's writes and
                 // passes them on to the counter's waiters.
@@ -237,18 +257,17 @@ enum GraphExecution {
                 return true
             }
             var next = -1
-            var nextPriority: UInt8 = 0
+            var nextPriority = Priority.high
             for offset in 0..<count {
                 let successor = Int(successors[start + offset])
-                let successorLine = lines + successor * GraphPlan.lineSize
-                let pending = successorLine.assumingMemoryBound(to: Atomic<Int>.self)
+                let successorLine = plan.line(successor)
+                let pending = successorLine[GraphPlan.pending]
                 // Acquiring and releasing: the owner of the successor sees all its predecessors'
                 // writes. Not reaching zero: someone else owns it.
                 guard pending.pointee.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { continue }
                 // This worker owns `successor` for the run: restore its count for the next run.
-                pending.pointee.store(
-                    Int(successorLine.load(fromByteOffset: GraphPlan.predecessorsOffset, as: Int32.self)), ordering: .relaxed)
-                let priority = successorLine.load(fromByteOffset: GraphPlan.priorityOffset, as: UInt8.self)
+                pending.pointee.store(Int(successorLine[GraphPlan.predecessors].pointee), ordering: .relaxed)
+                let priority = successorLine[GraphPlan.priority].pointee
                 if next < 0 {
                     next = successor
                     nextPriority = priority
@@ -275,11 +294,11 @@ enum GraphExecution {
     /// Queues `node` as a job on `worker`'s deque of the node's priority.
     @inline(__always)
     private static func push(_ node: Int, of plan: GraphPlan, on worker: UnsafeMutablePointer<WorkerState>) {
-        let priority = (plan.lines + node * GraphPlan.lineSize).load(fromByteOffset: GraphPlan.priorityOffset, as: UInt8.self)
+        let priority = plan.priority(of: node)
         let unmanaged = Unmanaged.passUnretained(plan)
         worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride) { memory in
             memory.bindMemory(to: GraphRecord.self, capacity: 1).initialize(to: GraphRecord(
-                header: JobHeader(execute: executeGraph, counter: nil, priority: Priority(rawValue: priority)!, pinned: false),
+                header: JobHeader(for: GraphRecord.self, counter: nil, priority: priority, pinned: false),
                 plan: unmanaged, node: node))
         }
     }

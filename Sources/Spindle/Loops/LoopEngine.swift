@@ -48,7 +48,19 @@ struct LoopSplitter: Sendable {
     }
 }
 
-extension Scheduler {
+/// The split engine of one job system: it reaches the scheduler only through the core's surface
+/// (submitting, waiting, the current fiber, hunger), never the other way round.
+@usableFromInline
+struct LoopEngine: Sendable {
+    @usableFromInline let scheduler: Scheduler
+
+    @inlinable
+    init(_ scheduler: Scheduler) {
+        self.scheduler = scheduler
+    }
+
+    var workerCount: Int { scheduler.workerCount }
+
     /// The largest batch a leaf runs between two checks for hungry workers.
     static let leafBatchLimit = 1024
 
@@ -82,7 +94,7 @@ extension Scheduler {
             requireOwn(worker)
             guard workerCount > 1 else { return sequential(range, splitter, leaf: leaf, combine: combine) }
             let state = worker.local.pointee.running!
-            state.pointee.loopsEntered &+= 1
+            FiberLocal.word(FiberLocal.loopsEntered, of: state).pointee &+= 1
             // A nested loop on a busy system: every split made now would be taken back by this
             // worker, so leave splitting to the leaves' checks for hungry workers (adaptive only:
             // fixed partitioning has no budget, and need not read the shared activity word).
@@ -110,12 +122,12 @@ extension Scheduler {
         withRecordedEntry(entry) { address in
             let counter = JobCounter()
             counter.increment()
-            submit(priority: Priority.normal.rawValue) { record in
+            scheduler.submit(priority: .normal) { record in
                 Execution.initializeRun(record, body: { context in
                     spindle_closure_invoke(address.words, UnsafeMutableRawPointer(context.state))
                 }, counter: counter, priority: .normal, affinity: .migratable)
             }
-            waitOutside(for: counter)
+            scheduler.waitOutside(for: counter)
         }
     }
 
@@ -124,7 +136,7 @@ extension Scheduler {
     /// an ordinary loop over the blocks' span.
     func forEachBlock(_ blocks: [NumaBlock], _ partitioner: Partitioner, _ body: @Sendable (Range<Int>) -> Void) {
         let nonEmpty = blocks.filter { !$0.range.isEmpty }
-        guard multiNode, nonEmpty.count > 1 || (nonEmpty.first.map { $0.node != 0 } ?? false) else {
+        guard scheduler.multiNode, nonEmpty.count > 1 || (nonEmpty.first.map { $0.node != 0 } ?? false) else {
             let lower = nonEmpty.first?.range.lowerBound ?? 0
             let upper = nonEmpty.last?.range.upperBound ?? 0
             if lower < upper { forEachChunk(lower..<upper, partitioner, body) }
@@ -141,7 +153,7 @@ extension Scheduler {
             counter.increment(by: nonEmpty.count)
             for block in nonEmpty {
                 let lower = block.range.lowerBound, upper = block.range.upperBound
-                submit(toNode: block.node, priority: Priority.normal.rawValue) { record in
+                scheduler.submit(toNode: block.node, priority: .normal) { record in
                     Execution.initializeRun(record, body: { context in
                         var argument = BlockArgument(state: context.state, lower: lower, upper: upper)
                         withUnsafeMutableBytes(of: &argument) { spindle_closure_invoke(address.words, $0.baseAddress!) }
@@ -151,7 +163,7 @@ extension Scheduler {
             if let current {
                 JobContext(state: current.local.pointee.running!).wait(for: counter)
             } else {
-                waitOutside(for: counter)
+                scheduler.waitOutside(for: counter)
             }
         }
     }
@@ -159,7 +171,7 @@ extension Scheduler {
     /// Traps unless `worker` belongs to this system: a loop waiting from another system's job
     /// would block that system's worker thread.
     private func requireOwn(_ worker: UnsafeMutablePointer<WorkerState>) {
-        require(worker.pointee.scheduler === self,
+        require(worker.pointee.scheduler === scheduler,
                 "parallel loop of one JobSystem called from a job of another: it would block that system's worker thread; run the loop on the system the job belongs to")
     }
 
@@ -209,7 +221,8 @@ extension Scheduler {
         var upper = batchEnd(lower, batch, range.upperBound, splitter.grain)
         // `state` is this fiber's: it stays valid when a nested loop parks the fiber and it resumes
         // on another worker.
-        var loopsBefore = state.pointee.loopsEntered
+        let loopsEntered = FiberLocal.word(FiberLocal.loopsEntered, of: state)
+        var loopsBefore = loopsEntered.pointee
         var result = leaf(lower..<upper)
         while upper < range.upperBound {
             lower = upper
@@ -219,7 +232,7 @@ extension Scheduler {
                 return combine(result, split(lower..<range.upperBound, fresh, state, migrated: false,
                                              leaf: leaf, combine: combine))
             }
-            let loopsAfter = state.pointee.loopsEntered
+            let loopsAfter = loopsEntered.pointee
             if loopsAfter != loopsBefore {
                 batch = splitter.grain
                 loopsBefore = loopsAfter
@@ -243,8 +256,7 @@ extension Scheduler {
     /// Whether some worker is looking for work or asleep (it could take a half we offer).
     @inline(__always)
     func hungry() -> Bool {
-        let activity = sleep.activity.pointee.load(ordering: .relaxed)
-        return SleepState.searching(activity) != 0 || Int(SleepState.awake(activity)) < workerCount
+        scheduler.hungryWorkers()
     }
 
     /// The split tree walked on the calling thread (one worker: nobody to share with). Fixed

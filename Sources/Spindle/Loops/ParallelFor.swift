@@ -56,7 +56,7 @@ extension JobSystem {
     ) throws(E) {
         guard !range.isEmpty else { return }
         try LoopFailure<E>.run { failure in
-            scheduler.forEachChunk(range, partitioner) { chunk in
+            LoopEngine(scheduler).forEachChunk(range, partitioner) { chunk in
                 guard !failure.isCancelled else { return }
                 do throws(E) { try body(chunk) } catch { failure.record(error) }
             }
@@ -82,7 +82,7 @@ extension JobSystem {
                 // Each chunk reports the slots it initialised; `combine` merges neighbours and,
                 // when either side is incomplete, destroys the complete one, so after a failure
                 // the root reports no initialised slot and no element is left alive.
-                let done = scheduler.mapChunks(0..<count, partitioner, leaf: { (chunk: Range<Int>) -> LoopSlots in
+                let done = LoopEngine(scheduler).mapChunks(0..<count, partitioner, leaf: { (chunk: Range<Int>) -> LoopSlots in
                     guard !failure.isCancelled else { return LoopSlots(range: chunk, complete: false) }
                     var next = chunk.lowerBound
                     do throws(E) {
@@ -121,7 +121,7 @@ extension JobSystem {
     ) throws(E) -> T {
         guard !range.isEmpty else { return identity }
         return try LoopFailure<E>.run { failure in
-            scheduler.loop(range, partitioner, leaf: { chunk in
+            LoopEngine(scheduler).loop(range, partitioner, leaf: { chunk in
                 var accumulated = identity
                 guard !failure.isCancelled else { return accumulated }
                 do throws(E) {

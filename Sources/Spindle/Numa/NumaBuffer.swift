@@ -53,10 +53,7 @@ public final class NumaBuffer<Element: BitwiseCopyable & Sendable>: @unchecked S
         let page = NumaMemory.pageSize
         let stride = MemoryLayout<Element>.stride
         let bytes = Swift.max(page, (count * stride + page - 1) / page * page)
-        guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              mapped != MAP_FAILED else {
-            throw SystemError(call: "mmap", errno: errno)
-        }
+        let mapped = try PageMemory.mapThrowing(bytes)
         self.count = count
         self.placement = placement
         mappedBytes = bytes
@@ -93,7 +90,7 @@ public final class NumaBuffer<Element: BitwiseCopyable & Sendable>: @unchecked S
     }
 
     deinit {
-        munmap(base, mappedBytes)
+        PageMemory.unmap(base, mappedBytes)
     }
 
     /// The element at `index`. Not synchronised (see the type's thread-safety note).
@@ -149,7 +146,7 @@ extension JobSystem {
     ) throws(E) {
         guard buffer.count > 0 else { return }
         try LoopFailure<E>.run { failure in
-            scheduler.forEachBlock(buffer.blocks, partitioner) { chunk in
+            LoopEngine(scheduler).forEachBlock(buffer.blocks, partitioner) { chunk in
                 guard !failure.isCancelled else { return }
                 do throws(E) { try body(chunk) } catch { failure.record(error) }
             }

@@ -178,12 +178,14 @@ struct LibNuma {
     }
 
     static func open(_ library: String) -> Opened {
-        guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else {
-            let detail = dlerror().map { String(cString: $0) } ?? "unknown error"
+        let handle: DynamicLibrary
+        switch DynamicLibrary.open(library) {
+        case .success(let opened): handle = opened
+        case .failure(let detail):
             return .failure("\(library) not loadable (\(detail)); install libnuma1 for NUMA placement")
         }
         func symbol(_ name: String, _ version: String) -> UnsafeMutableRawPointer? {
-            spindle_dlvsym(handle, name, version) ?? dlsym(handle, name)
+            handle.symbol(name, version: version)
         }
         guard let available = symbol("numa_available", "libnuma_1.1"),
               let nodeOfCPU = symbol("numa_node_of_cpu", "libnuma_1.2"),

@@ -46,6 +46,23 @@ final class Waker: @unchecked Sendable {
     }
 }
 
+
+/// A channel's control block: line 0 the published tail and the closed flag (the producer
+/// writes, the consumer reads), line 1 the published head (the reverse), line 2 the producer's
+/// private cursors, line 3 the consumer's. `Channel` reaches them only through these slots.
+enum ChannelLayout {
+    static var tail: RawSlot<Atomic<Int>> { RawSlot(line: 0) }
+    static var closed: RawSlot<Atomic<Bool>> { RawSlot(line: 0, word: 1) }
+    static var head: RawSlot<Atomic<Int>> { RawSlot(line: 1) }
+    static var producerTail: RawSlot<Int> { RawSlot(line: 2) }
+    static var producerCachedHead: RawSlot<Int> { RawSlot(line: 2, word: 1) }
+    static var producerPublished: RawSlot<Int> { RawSlot(line: 2, word: 2) }
+    static var consumerHead: RawSlot<Int> { RawSlot(line: 3) }
+    static var consumerCachedTail: RawSlot<Int> { RawSlot(line: 3, word: 1) }
+    static var consumerReleased: RawSlot<Int> { RawSlot(line: 3, word: 2) }
+    static var size: Int { 4 * RawBlock.lineSize }
+}
+
 /// A bounded SPSC ring of `Element`s. One producer thread-or-fiber at a time, one consumer.
 ///
 /// Layout: the producer's published `tail` and the consumer's published `head` are on separate
@@ -60,9 +77,8 @@ final class Channel<Element: Sendable>: @unchecked Sendable {
     private let mask: Int
     let batch: Int
     private let slots: UnsafeMutablePointer<Element>
-    /// Line 0: tail (Atomic<Int>) and closed (Atomic<Bool> at +8). Line 1: head. Line 2: the
-    /// producer's private state. Line 3: the consumer's.
-    private let control: UnsafeMutableRawPointer
+    /// The shared and private indices (`ChannelLayout`).
+    private let control: RawBlock
     /// The consumer's waker (signalled when items or the close are published) and the
     /// producer's (signalled when slots are released).
     let consumerWaker: Waker
@@ -75,11 +91,11 @@ final class Channel<Element: Sendable>: @unchecked Sendable {
         mask = capacity - 1
         batch = Swift.max(1, Swift.min(32, capacity / 4))
         slots = .allocate(capacity: capacity)
-        control = .allocate(byteCount: 256, alignment: 64)
-        control.initializeMemory(as: UInt8.self, repeating: 0, count: 256)
-        control.bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
-        (control + 8).bindMemory(to: Atomic<Bool>.self, capacity: 1).initialize(to: Atomic(false))
-        (control + 64).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        control = .allocate(byteCount: ChannelLayout.size, alignment: RawBlock.lineSize)
+        control.base.initializeMemory(as: UInt8.self, repeating: 0, count: ChannelLayout.size)
+        control.initialize(ChannelLayout.tail, to: Atomic(0))
+        control.initialize(ChannelLayout.closed, to: Atomic(false))
+        control.initialize(ChannelLayout.head, to: Atomic(0))
         consumerWaker = consumer
         producerWaker = producer
     }
@@ -97,36 +113,36 @@ final class Channel<Element: Sendable>: @unchecked Sendable {
         control.deallocate()
     }
 
-    private var tailIndex: UnsafeMutablePointer<Atomic<Int>> { control.assumingMemoryBound(to: Atomic<Int>.self) }
-    private var closedFlag: UnsafeMutablePointer<Atomic<Bool>> { (control + 8).assumingMemoryBound(to: Atomic<Bool>.self) }
-    private var headIndex: UnsafeMutablePointer<Atomic<Int>> { (control + 64).assumingMemoryBound(to: Atomic<Int>.self) }
+    private var tailIndex: UnsafeMutablePointer<Atomic<Int>> { control[ChannelLayout.tail] }
+    private var closedFlag: UnsafeMutablePointer<Atomic<Bool>> { control[ChannelLayout.closed] }
+    private var headIndex: UnsafeMutablePointer<Atomic<Int>> { control[ChannelLayout.head] }
 
-    // Producer-private: line 2.
+    // Producer-private.
     private var producerTail: Int {
-        get { (control + 128).load(as: Int.self) }
-        set { (control + 128).storeBytes(of: newValue, as: Int.self) }
+        get { control[ChannelLayout.producerTail].pointee }
+        set { control[ChannelLayout.producerTail].pointee = newValue }
     }
     private var producerCachedHead: Int {
-        get { (control + 136).load(as: Int.self) }
-        set { (control + 136).storeBytes(of: newValue, as: Int.self) }
+        get { control[ChannelLayout.producerCachedHead].pointee }
+        set { control[ChannelLayout.producerCachedHead].pointee = newValue }
     }
     private var producerPublished: Int {
-        get { (control + 144).load(as: Int.self) }
-        set { (control + 144).storeBytes(of: newValue, as: Int.self) }
+        get { control[ChannelLayout.producerPublished].pointee }
+        set { control[ChannelLayout.producerPublished].pointee = newValue }
     }
 
-    // Consumer-private: line 3.
+    // Consumer-private.
     private var consumerHead: Int {
-        get { (control + 192).load(as: Int.self) }
-        set { (control + 192).storeBytes(of: newValue, as: Int.self) }
+        get { control[ChannelLayout.consumerHead].pointee }
+        set { control[ChannelLayout.consumerHead].pointee = newValue }
     }
     private var consumerCachedTail: Int {
-        get { (control + 200).load(as: Int.self) }
-        set { (control + 200).storeBytes(of: newValue, as: Int.self) }
+        get { control[ChannelLayout.consumerCachedTail].pointee }
+        set { control[ChannelLayout.consumerCachedTail].pointee = newValue }
     }
     private var consumerReleased: Int {
-        get { (control + 208).load(as: Int.self) }
-        set { (control + 208).storeBytes(of: newValue, as: Int.self) }
+        get { control[ChannelLayout.consumerReleased].pointee }
+        set { control[ChannelLayout.consumerReleased].pointee = newValue }
     }
 
     // MARK: Producer

@@ -85,6 +85,31 @@ public enum CurrentThread {
         let cpu = spindle_sched_getcpu()
         return cpu >= 0 ? Int(cpu) : nil
     }
+
+    /// The calling thread's `pthread_t` as an integer: a cheap identity for ownership checks.
+    static var identifier: UInt { UInt(pthread_self()) }
+}
+
+/// Joinable OS threads: the workers.
+enum JoinableThread {
+    /// Starts a thread that calls `body(argument)`; returns its handle, or `pthread_create`'s
+    /// error number.
+    static func start(_ argument: UnsafeMutableRawPointer,
+                      _ body: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer?) -> Result<pthread_t, SystemError> {
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, body, argument)
+        return result == 0 ? .success(thread) : .failure(SystemError(call: "pthread_create", errno: result))
+    }
+
+    /// Waits for `thread` to exit.
+    static func join(_ thread: pthread_t) {
+        pthread_join(thread, nil)
+    }
+
+    /// Lets `thread` exit on its own (its resources are freed when it does).
+    static func detach(_ thread: pthread_t) {
+        pthread_detach(thread)
+    }
 }
 
 /// A thread name was longer than Linux allows.

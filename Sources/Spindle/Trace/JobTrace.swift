@@ -7,18 +7,15 @@ import Musl
 // The job timeline recorder's public side: starting and stopping a trace, and writing it in the
 // Chrome/Perfetto JSON trace format. docs/trace.md.
 
-/// The state of the trace being recorded, kept by the scheduler.
+/// What the buffers of one trace share: when it started and the interned labels.
 final class TraceSession: @unchecked Sendable {
-    // SAFETY: `labels`/`labelIDs` are only touched with `lock` held; the buffers are handed over
-    // as TraceBuffer describes.
-    let buffers: [TraceBuffer]
+    // SAFETY: `labels`/`labelIDs` are only touched with `lock` held.
     let started: UInt64
     let lock = Lock()
     var labels: [String] = TraceLabel.fixed
     var labelIDs: [String: UInt32] = [:]
 
-    init(workers: Int, capacity: Int) {
-        buffers = (0..<workers).map { _ in TraceBuffer(capacity: capacity) }
+    init() {
         started = MonotonicTime.now()
     }
 
@@ -35,39 +32,20 @@ final class TraceSession: @unchecked Sendable {
 
 extension Scheduler {
     func startTrace(eventsPerWorker: Int) {
-        lock.lock()
-        defer { lock.unlock() }
-        require(traceSession == nil, "JobSystem.startTrace: a trace is already being recorded; call stopTrace() first")
-        let session = TraceSession(workers: workerCount, capacity: eventsPerWorker)
-        traceSession = session
-        for index in 0..<workerCount {
-            workers[index].traceSlot.pointee.store(
-                UInt(bitPattern: Unmanaged.passUnretained(session.buffers[index]).toOpaque()), ordering: .sequentiallyConsistent)
-        }
+        let session = TraceSession()
+        let buffers = (0..<workerCount).map { _ in TraceBuffer(capacity: eventsPerWorker, session: session) }
+        require(installObservers(buffers), "JobSystem.startTrace: a trace is already being recorded; call stopTrace() first")
     }
 
     func stopTrace() -> JobTrace {
-        lock.lock()
-        guard let session = traceSession else {
-            lock.unlock()
+        // A worker may be in the middle of an event: this returns once every one let go.
+        guard let buffers = removeObservers() as? [TraceBuffer], let session = buffers.first?.session else {
             misuse("JobSystem.stopTrace: no trace is being recorded; call startTrace() first")
-        }
-        traceSession = nil
-        lock.unlock()
-        for index in 0..<workerCount {
-            workers[index].traceSlot.pointee.store(0, ordering: .sequentiallyConsistent)
-            // The worker may be in the middle of an event: wait until it let go (docs/trace.md).
-            while session.buffers[index].busy.load(ordering: .sequentiallyConsistent) { spinPause() }
         }
         let labels = session.lock.withLock { session.labels }
         return JobTrace(started: session.started, ended: MonotonicTime.now(), labels: labels,
-                        workers: session.buffers.map { $0.recorded },
-                        dropped: session.buffers.reduce(0) { $0 + $1.dropped })
-    }
-
-    /// The trace label of a graph node's name (interned while a trace is recorded).
-    func traceLabel(for name: String) -> UInt32 {
-        lock.withLock { traceSession }?.label(for: name) ?? TraceLabel.graph
+                        workers: buffers.map { $0.recorded },
+                        dropped: buffers.reduce(0) { $0 + $1.dropped })
     }
 }
 

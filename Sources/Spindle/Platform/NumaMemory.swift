@@ -83,5 +83,5 @@ public enum NumaMemory {
         return (mode, nodes)
     }
 
-    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    static var pageSize: Int { PageMemory.pageSize }
 }

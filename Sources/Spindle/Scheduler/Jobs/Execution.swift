@@ -1,9 +1,76 @@
 import CSpindle
 import Synchronization
 
-/// Filling and executing the four kinds of record (docs/scheduler.md, "Job records").
+// The records of the core's own job kinds (run, run with an integer argument, run(count:),
+// join), how they are filled and how they execute. docs/scheduler.md, "Job records".
+
+/// A record from `JobSystem.run` / `JobContext.run`: the header and the body.
+struct RunRecord: JobRecordKind {
+    var header: JobHeader
+    var body: RunBody
+
+    static var kind: JobKind { .run }
+    static var execute: ExecuteFunction { Execution.executeRun }
+}
+
+/// A job body, wrapped so that it can be moved out of a record through a typed pointer (a bare
+/// closure read through a generic pointer has another representation than in a struct field).
+/// In memory it is the closure's two words, function then context, which is what
+/// `spindle_closure_invoke` calls.
+struct RunBody {
+    var call: @Sendable (JobContext) -> Void
+}
+
+/// A record from `run(counter:argument:_:)`: the header, the body, and the integer it is called
+/// with. The body comes right after the header, as in `RunRecord`, so both kinds retire their
+/// closure the same way.
+struct ArgumentRecord: JobRecordKind {
+    var header: JobHeader
+    var body: ArgumentBody
+    var argument: Int
+
+    static var kind: JobKind { .runArgument }
+    static var execute: ExecuteFunction { Execution.executeArgument }
+}
+
+/// The body of an `ArgumentRecord`: one closure, stored as its two words like `RunBody`.
+struct ArgumentBody {
+    var call: @Sendable (Int, JobContext) -> Void
+}
+
+/// A record from `run(count:)`: one body for `count` indices, executed by up to `maxTickets`
+/// tickets (the same record pushed several times) that claim indices with a shared atomic.
+struct CountRecord: ~Copyable {
+    var header: JobHeader
+    let body: @Sendable (Int, JobContext) -> Void
+    let count: Int
+    let maxTickets: Int
+    /// The next index to claim.
+    let nextIndex: Atomic<Int>
+    /// Tickets pushed so far (including the first).
+    let ticketsSpawned: Atomic<Int>
+    /// Tickets not yet finished; the last one releases the record.
+    let ticketsLive: Atomic<Int>
+}
+
+extension CountRecord: JobRecordKind {
+    static var kind: JobKind { .runCount }
+    static var execute: ExecuteFunction { Execution.executeCount }
+}
+
+/// Filling and executing the core's four kinds of record (docs/scheduler.md, "Job records").
 @usableFromInline
 enum Execution {
+    /// The executors call a record's body in place through its two words, right after the
+    /// header (closure.c); a layout change must fail loudly, not call garbage.
+    static func checkRecordLayouts() {
+        require(MemoryLayout<RunRecord>.size == MemoryLayout<JobHeader>.stride + 2 * MemoryLayout<Int>.size
+                    && MemoryLayout<ArgumentRecord>.offset(of: \ArgumentRecord.body) == MemoryLayout<JobHeader>.stride
+                    && MemoryLayout<ArgumentBody>.size == 2 * MemoryLayout<Int>.size
+                    && JoinRecord.size >= JoinRecord.thunk.offset + 2 * MemoryLayout<Int>.size,
+                "Spindle internal error: job record layout changed")
+    }
+
     // MARK: run
 
     static func initializeRun(
@@ -11,7 +78,7 @@ enum Execution {
         counter: JobCounter?, priority: Priority, affinity: JobAffinity
     ) {
         memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(
-            header: JobHeader(execute: executeRun, counter: counter.map { Unmanaged.passUnretained($0) },
+            header: JobHeader(for: RunRecord.self, counter: counter.map { Unmanaged.passUnretained($0) },
                               priority: priority, pinned: affinity == .pinned),
             body: RunBody(call: body)))
     }
@@ -40,6 +107,7 @@ enum Execution {
         // The job may have continued on another worker after a wait.
         let finishedOn = state.pointee.worker
         finishedOn.retireBody(movingFrom: body)
+        markRetired(memory)
         finishedOn.releaseRecord(memory)
         finishedOn.count(.jobsRun)
         if let counter = header.counter {
@@ -54,7 +122,7 @@ enum Execution {
         counter: JobCounter?, priority: Priority, affinity: JobAffinity
     ) {
         memory.bindMemory(to: ArgumentRecord.self, capacity: 1).initialize(to: ArgumentRecord(
-            header: JobHeader(execute: executeArgument, counter: counter.map { Unmanaged.passUnretained($0) },
+            header: JobHeader(for: ArgumentRecord.self, counter: counter.map { Unmanaged.passUnretained($0) },
                               priority: priority, pinned: affinity == .pinned),
             body: ArgumentBody(call: body), argument: argument))
     }
@@ -76,7 +144,7 @@ enum Execution {
         counter: JobCounter, priority: Priority, affinity: JobAffinity
     ) {
         memory.bindMemory(to: CountRecord.self, capacity: 1).initialize(to: CountRecord(
-            header: JobHeader(execute: executeCount, counter: Unmanaged.passUnretained(counter),
+            header: JobHeader(for: CountRecord.self, counter: Unmanaged.passUnretained(counter),
                               priority: priority, pinned: affinity == .pinned),
             body: body, count: count, maxTickets: tickets,
             nextIndex: Atomic(0), ticketsSpawned: Atomic(1), ticketsLive: Atomic(1)))
@@ -126,6 +194,7 @@ enum Execution {
         // Acquiring and releasing: the last ticket destroys the record after the others are done.
         if record.pointee.ticketsLive.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             record.deinitialize(count: 1)
+            markRetired(memory)
             state.pointee.worker.releaseRecord(memory)
         }
         if done > 0, let counter {
@@ -141,20 +210,38 @@ enum Execution {
         let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
         state.pointee.worker.flushDecrements()
         let saved = enter(state, counter: nil, header: header)
-        spindle_closure_invoke(JoinRecord.thunk(memory).assumingMemoryBound(to: UnsafeMutableRawPointer.self), rawState)
+        spindle_closure_invoke(JoinRecord.block(memory)[JoinRecord.thunk], rawState)
         leave(state, saved)
         state.pointee.worker.count(.jobsRun)
         // Acquiring and releasing: publishes the result to the owner; acquires its parked state.
         // After this exchange the record (on the owner's stack) must not be touched.
-        let waiter = JoinRecord.latch(memory).pointee.exchange(JoinLatch.done, ordering: .acquiringAndReleasing)
+        let waiter = JoinRecord.block(memory)[JoinRecord.latch].pointee.exchange(JoinLatch.done, ordering: .acquiringAndReleasing)
         if waiter != JoinLatch.pending {
             Scheduler.makeReady(UnsafeMutablePointer<FiberState>(bitPattern: waiter)!)
         }
     }
 
+    // MARK: Record states
+
+    /// With SPINDLE_INTERNAL_CHECKS, marks a record whose job has finished (queued → running →
+    /// retired): its execute function becomes one that traps, so a token to it that reaches a
+    /// worker again (a record executed twice) stops with a message instead of running garbage.
+    /// Call before the record is released; nothing in other builds.
+    @inline(__always)
+    static func markRetired(_ record: UnsafeMutableRawPointer) {
+        #if SPINDLE_INTERNAL_CHECKS
+        record.assumingMemoryBound(to: JobHeader.self).pointee.execute = executeRetired
+        #endif
+    }
+
+    /// The execute function of a retired record (SPINDLE_INTERNAL_CHECKS).
+    static let executeRetired: ExecuteFunction = { memory, _ in
+        misuse("Spindle internal check failed: the job record at \(memory) ran after it was retired (executed twice)")
+    }
+
     // MARK: Per-job fiber state
 
-    typealias Saved = (counter: UnsafeMutableRawPointer?, priority: UInt8, pinned: Bool)
+    typealias Saved = (counter: UnsafeMutableRawPointer?, priority: Priority, pinned: Bool)
 
     @inline(__always)
     static func enter(_ state: UnsafeMutablePointer<FiberState>, counter: Unmanaged<JobCounter>?, header: JobHeader) -> Saved {
@@ -173,21 +260,22 @@ enum Execution {
     }
 }
 
-/// The layout of a join record on the owner's stack: the header, the latch at 32 (`JoinLatch`),
-/// and at 48 the thief's thunk (the two words of the closure that runs the right half and writes
-/// its result into the owner's frame). Inlinable, because `join` is inlined into its callers.
+/// The layout of a join record on the owner's stack: the header, the latch (`JoinLatch`), and
+/// the thief's thunk (the two words of the closure that runs the right half and writes its
+/// result into the owner's frame). Inlinable, because `join` is inlined into its callers.
 @usableFromInline
-enum JoinRecord {
+enum JoinRecord: JobRecordKind {
     @inlinable static var size: Int { 64 }
-    @inlinable static var latchOffset: Int { 32 }
-    @inlinable static var thunkOffset: Int { 48 }
+    @inlinable static var latch: RawSlot<Atomic<UInt>> { RawSlot(byteOffset: 32) }
+    /// The first of two words: a closure's function, then its context.
+    @inlinable static var thunk: RawSlot<UnsafeMutableRawPointer> { RawSlot(byteOffset: 48) }
 
+    static var kind: JobKind { .join }
+    static var execute: ExecuteFunction { Execution.executeJoin }
+
+    /// The record at `record` as a block of `size` bytes.
     @inlinable
-    static func thunk(_ record: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
-        record + thunkOffset
-    }
-
-    static func latch(_ record: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
-        (record + latchOffset).assumingMemoryBound(to: Atomic<UInt>.self)
+    static func block(_ record: UnsafeMutableRawPointer) -> RawBlock {
+        RawBlock(record, byteCount: size)
     }
 }

@@ -15,36 +15,32 @@ final class InjectionQueue: @unchecked Sendable {
     // SAFETY: `head` is only touched by the consumer holding `consumerLock`; the rest is atomic.
     // Layout: `tail` alone on its line (producers), then the consumer's line, then the stub (its
     // link word opens the third line).
-    private let storage: UnsafeMutableRawPointer
-    private static let tailOffset = 0
-    private static let lockOffset = 128
-    private static let headOffset = 136
-    private static let stubOffset = 256 + RecordLink.prefix
-    private static let size = stubOffset + MemoryLayout<JobHeader>.stride
+    private let block: RawBlock
+    private static var tailSlot: RawSlot<Atomic<UInt>> { RawSlot(line: 0) }
+    private static var lockSlot: RawSlot<Atomic<Bool>> { RawSlot(line: 2) }
+    private static var headSlot: RawSlot<Atomic<UInt>> { RawSlot(line: 2, word: 1) }
+    /// The stub record: its link word (`RecordLink`) opens line 4, its header follows.
+    private static var stubLinkSlot: RawSlot<Atomic<UInt>> { RawSlot(line: 4) }
+    private static var stubOffset: Int { stubLinkSlot.offset + RecordLink.prefix }
+    private static var size: Int { stubOffset + MemoryLayout<JobHeader>.stride }
 
     init() {
-        storage = .allocate(byteCount: Self.size, alignment: 128)
-        storage.initializeMemory(as: UInt8.self, repeating: 0, count: Self.size)
-        let stub = UInt(bitPattern: storage + Self.stubOffset)
-        (storage + Self.tailOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(stub))
-        (storage + Self.lockOffset).bindMemory(to: Atomic<Bool>.self, capacity: 1).initialize(to: Atomic(false))
-        (storage + Self.headOffset).bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(stub))
-        RecordLink.of(storage + Self.stubOffset).initialize(to: Atomic(0))
+        block = .allocate(byteCount: Self.size)
+        block.base.initializeMemory(as: UInt8.self, repeating: 0, count: Self.size)
+        let stub = UInt(bitPattern: block.base + Self.stubOffset)
+        block.initialize(Self.tailSlot, to: Atomic(stub))
+        block.initialize(Self.lockSlot, to: Atomic(false))
+        block.initialize(Self.headSlot, to: Atomic(stub))
+        block.initialize(Self.stubLinkSlot, to: Atomic(0))
     }
 
-    deinit { storage.deallocate() }
+    deinit { block.deallocate() }
 
-    private var tail: UnsafeMutablePointer<Atomic<UInt>> {
-        (storage + Self.tailOffset).assumingMemoryBound(to: Atomic<UInt>.self)
-    }
-    private var consumerLock: UnsafeMutablePointer<Atomic<Bool>> {
-        (storage + Self.lockOffset).assumingMemoryBound(to: Atomic<Bool>.self)
-    }
+    private var tail: UnsafeMutablePointer<Atomic<UInt>> { block[Self.tailSlot] }
+    private var consumerLock: UnsafeMutablePointer<Atomic<Bool>> { block[Self.lockSlot] }
     /// Written only by the consumer holding the lock (relaxed); read by `mayHaveWork`.
-    private var head: UnsafeMutablePointer<Atomic<UInt>> {
-        (storage + Self.headOffset).assumingMemoryBound(to: Atomic<UInt>.self)
-    }
-    private var stub: UInt { UInt(bitPattern: storage + Self.stubOffset) }
+    private var head: UnsafeMutablePointer<Atomic<UInt>> { block[Self.headSlot] }
+    private var stub: UInt { UInt(bitPattern: block.base + Self.stubOffset) }
 
     private static func link(_ record: UInt) -> UnsafeMutablePointer<Atomic<UInt>> {
         RecordLink.of(UnsafeMutableRawPointer(bitPattern: record)!)

@@ -1,42 +1,65 @@
 import Synchronization
 
-/// The idle protocol: who is searching for work, who sleeps, and how new work wakes as few
-/// sleepers as it can use. docs/sleep.md walks through every step and the races it rules out;
-/// the step numbers below refer to it.
-///
+// The idle protocol, whole: who is searching for work, who sleeps, how posted work and ready
+// fibers wake as few sleepers as they can use, and when the system terminates. docs/sleep.md
+// walks through every step and the races it rules out; the step numbers below refer to it.
+// Nothing outside this file touches `activity`, the sleeping mask or a worker's sleep word.
+
+/// Proof that the calling worker is searching (counted in `searching`): only
+/// `SleepState.startSearching` makes one, and the operations that end a search consume it. A
+/// search cannot end twice, and a worker cannot fall asleep without having searched.
+struct SearchToken: ~Copyable {
+    fileprivate let worker: Int
+    fileprivate init(worker: Int) { self.worker = worker }
+}
+
 /// State: `activity` packs the number of *awake* workers (low 32 bits: running or searching) and
 /// of *searching* workers (high 32 bits: awake, out of local work, spinning over every queue).
-/// `sleeping` is a bit mask of workers that announced they are going to sleep; each worker has
-/// its own futex word (`WorkerState.sleepWord`).
+/// The sleeping mask has a bit per worker that announced it is going to sleep; each worker has
+/// its own futex word (`WorkerState.shared.sleepWord`).
 ///
-/// Thread-safety: every member is thread-safe; `fallAsleep` is for the worker it names.
+/// Thread-safety: every member is thread-safe; those that take a `SearchToken` are for the
+/// worker it names.
 final class SleepState: @unchecked Sendable {
     // SAFETY: raw memory accessed only through atomics.
-    private let storage: UnsafeMutableRawPointer
+    private let block: RawBlock
     private let maskWords: Int
+    let workerCount: Int
     static let awakeOne: UInt64 = 1
     static let searchingOne: UInt64 = 1 << 32
 
+    /// `activity` alone on the first line, then each mask word on a line of its own.
+    private static var activitySlot: RawSlot<Atomic<UInt64>> { RawSlot(line: 0) }
+    private static func maskSlot(_ word: Int) -> RawSlot<Atomic<UInt64>> { RawSlot(line: 2 + 2 * word) }
+
     init(workers: Int) {
+        workerCount = workers
         maskWords = (workers + 63) / 64
-        storage = .allocate(byteCount: 128 + maskWords * 128, alignment: 128)
-        activity.initialize(to: Atomic(UInt64(workers) * Self.awakeOne))
-        for word in 0..<maskWords { mask(word).initialize(to: Atomic(0)) }
+        block = .allocate(byteCount: (2 + 2 * maskWords) * RawBlock.lineSize)
+        block.initialize(Self.activitySlot, to: Atomic(UInt64(workers) * Self.awakeOne))
+        for word in 0..<maskWords { block.initialize(Self.maskSlot(word), to: Atomic(0)) }
     }
 
-    deinit { storage.deallocate() }
+    deinit { block.deallocate() }
 
-    var activity: UnsafeMutablePointer<Atomic<UInt64>> {
-        storage.assumingMemoryBound(to: Atomic<UInt64>.self)
-    }
-
-    /// Each mask word on a line of its own.
-    private func mask(_ word: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
-        (storage + 128 + word * 128).assumingMemoryBound(to: Atomic<UInt64>.self)
-    }
+    private var activity: UnsafeMutablePointer<Atomic<UInt64>> { block[Self.activitySlot] }
+    private func mask(_ word: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { block[Self.maskSlot(word)] }
 
     static func awake(_ value: UInt64) -> UInt64 { value & 0xFFFF_FFFF }
     static func searching(_ value: UInt64) -> UInt64 { value >> 32 }
+
+    /// Workers searching now (a hint for the loops' split decisions; docs/parallel-for.md).
+    var searchingCount: Int { Int(Self.searching(activity.pointee.load(ordering: .relaxed))) }
+
+    /// Workers awake now (a hint).
+    var awakeCount: Int { Int(Self.awake(activity.pointee.load(ordering: .relaxed))) }
+
+    /// Whether some worker is hungry now: searching, or not awake (a hint for splitting
+    /// decisions; docs/parallel-for.md). One relaxed load.
+    var anyWorkerHungry: Bool {
+        let value = activity.pointee.load(ordering: .relaxed)
+        return Self.searching(value) != 0 || Self.awake(value) < UInt64(workerCount)
+    }
 
     /// Workers whose sleeping bit is set now.
     var sleepingCount: Int {
@@ -45,8 +68,9 @@ final class SleepState: @unchecked Sendable {
 
     // MARK: Posting work
 
-    /// Called after every push of work that other workers could take ("Posting work", steps
-    /// 1–3): wakes one sleeper unless some worker is already searching.
+    /// Called after every push of work that other workers could take onto a queue whose push
+    /// ended with a plain store ("Posting work", steps 1–3): wakes one sleeper unless some
+    /// worker is already searching.
     @inline(__always)
     func workPosted(_ scheduler: Scheduler) {
         // Step 1: the push must be visible before we read the counts (store-load order).
@@ -67,6 +91,34 @@ final class SleepState: @unchecked Sendable {
         // Step 3.
         wakeOne(scheduler)
     }
+
+    /// The wake check after an owner pushed on its own deque (`post`), steps 0–3. `heldWork`:
+    /// by the owner's copy of `top`, the deque held work before the push; `storage` is the
+    /// deque's, for the exact reading.
+    @inline(__always)
+    func postedOnDeque(heldWork: Bool, storage: UnsafeMutableRawPointer, _ scheduler: Scheduler) {
+        // A lone worker finds its own work; there is nobody to wake.
+        guard workerCount > 1 else { return }
+        // Step 0: by the owner's copy of `top` the deque held work, and either every worker is
+        // awake (nobody could be woken) or `top` itself confirms it: two elements or more now.
+        if heldWork,
+           Self.awake(activity.pointee.load(ordering: .relaxed)) == UInt64(workerCount)
+            || WorkStealingDeque<UInt>.refreshOwnerCount(storage: storage) >= 2 {
+            return
+        }
+        workPosted(scheduler)
+    }
+
+    /// A parked fiber of worker `index` was pushed on that worker's inbox ("Resuming a fiber"):
+    /// wake that worker if it sleeps; if it is awake (perhaps inside a long job) and the fiber
+    /// may migrate, make sure some worker searches.
+    func fiberMadeReady(on index: Int, pinned: Bool, _ scheduler: Scheduler) {
+        if !wake(worker: index, scheduler) && !pinned {
+            workPosted(scheduler)
+        }
+    }
+
+    // MARK: Waking
 
     /// Wakes one sleeping worker, if any. Returns whether it woke one.
     ///
@@ -147,44 +199,45 @@ final class SleepState: @unchecked Sendable {
     /// awake and searching on its behalf, then releases its futex ("Waking", steps 1–3).
     private func wakeClaimed(worker index: Int, _ scheduler: Scheduler) {
         activity.pointee.wrappingAdd(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
-        let worker = scheduler.workers[index]
+        let sleepWord = scheduler.workers[index].pointee.shared.sleepWord
         // Releasing: pairs with the sleeper's acquiring load of its word.
-        worker.pointee.sleepWord.pointee.store(0, ordering: .releasing)
-        Futex.wake(worker.pointee.sleepWord, count: 1)
+        sleepWord.pointee.store(0, ordering: .releasing)
+        Futex.wake(sleepWord, count: 1)
     }
 
     // MARK: Searching
 
-    /// The calling worker ran out of local work and starts searching.
-    func startSearching() {
+    /// The calling worker ran out of local work and starts searching ("Searching", step 1).
+    func startSearching(_ worker: UnsafeMutablePointer<WorkerState>) -> SearchToken {
         activity.pointee.wrappingAdd(Self.searchingOne, ordering: .sequentiallyConsistent)
+        return SearchToken(worker: worker.pointee.index)
     }
 
-    /// The calling worker found work and stops searching. If it was the last searcher and more
+    /// The searching worker found work and stops searching. If it was the last searcher and more
     /// work is waiting, it wakes a sleeper to look for it ("Searching", step 2). Checking for
     /// more work first keeps the wake-up (a system call, tens of microseconds when it has to
     /// rouse an idle virtual CPU) off the path of a lone job.
-    func stopSearching(_ scheduler: Scheduler) {
+    func stopSearching(_ token: consuming SearchToken, _ scheduler: Scheduler) {
+        _ = consume token
         let old = activity.pointee.wrappingSubtract(Self.searchingOne, ordering: .sequentiallyConsistent).oldValue
         if Self.searching(old) == 1 && scheduler.anyQueuedWork() { wakeOne(scheduler) }
     }
 
     // MARK: Falling asleep
 
-    enum Outcome {
-        /// Woken, or work appeared during the re-check: the worker is searching again.
-        case searchAgain
-        /// The system has shut down: the worker leaves its loop.
-        case terminated
-    }
-
     /// "Falling asleep", steps 1–6, for a searching worker that found nothing while spinning.
-    func fallAsleep(_ worker: UnsafeMutablePointer<WorkerState>, _ scheduler: Scheduler) -> Outcome {
-        let index = worker.pointee.index
+    /// Returns the worker's new search (woken, or work appeared during the re-check), or nil when
+    /// the system has terminated and the worker leaves its loop.
+    func fallAsleep(_ token: consuming SearchToken, _ worker: UnsafeMutablePointer<WorkerState>,
+                    _ scheduler: Scheduler) -> SearchToken? {
+        let index = token.worker
+        internalCheck(index == worker.pointee.index, "worker \(worker.pointee.index) falls asleep with the search of worker \(index)")
+        _ = consume token
         let bit = UInt64(1) << UInt64(index % 64)
         let word = mask(index / 64)
+        let sleepWord = worker.pointee.shared.sleepWord
         // Step 1: arm the futex word before announcing, so a waker's 0 cannot be overwritten.
-        worker.pointee.sleepWord.pointee.store(1, ordering: .sequentiallyConsistent)
+        sleepWord.pointee.store(1, ordering: .sequentiallyConsistent)
         // Step 2: announce.
         word.pointee.bitwiseOr(bit, ordering: .sequentiallyConsistent)
         // Step 3: no longer awake or searching.
@@ -192,33 +245,35 @@ final class SleepState: @unchecked Sendable {
         // Step 4: re-check every queue after announcing; work posted before our announcement
         // is seen here, work posted after it sees our bit.
         if scheduler.anyWorkVisible(for: worker) || scheduler.terminated.load(ordering: .acquiring) {
-            leave(worker, bit: bit, word: word)
-            return scheduler.terminated.load(ordering: .acquiring) ? .terminated : .searchAgain
+            leave(index, bit: bit, word: word)
+            return scheduler.terminated.load(ordering: .acquiring) ? nil : SearchToken(worker: index)
         }
         if terminationCheck(scheduler) {
             scheduler.terminated.store(true, ordering: .sequentiallyConsistent)
-            leave(worker, bit: bit, word: word)
+            leave(index, bit: bit, word: word)
             wakeAll(scheduler)
-            return .terminated
+            return nil
         }
         // Step 5: sleep until a waker stores 0 (spurious returns just wait again).
         worker.count(.sleeps)
-        while worker.pointee.sleepWord.pointee.load(ordering: .acquiring) == 1 {
-            _ = Futex.wait(on: worker.pointee.sleepWord, expected: 1)
+        while sleepWord.pointee.load(ordering: .acquiring) == 1 {
+            _ = Futex.wait(on: sleepWord, expected: 1)
         }
         worker.count(.wakeups)
         // Step 6.
-        leave(worker, bit: bit, word: word)
-        return scheduler.terminated.load(ordering: .acquiring) ? .terminated : .searchAgain
+        leave(index, bit: bit, word: word)
+        return scheduler.terminated.load(ordering: .acquiring) ? nil : SearchToken(worker: index)
     }
 
     /// Clears our sleeping bit. If it was still set, nobody claimed our wake-up, so we count
     /// ourselves awake and searching again; otherwise the waker already did.
-    private func leave(_ worker: UnsafeMutablePointer<WorkerState>, bit: UInt64, word: UnsafeMutablePointer<Atomic<UInt64>>) {
+    private func leave(_ index: Int, bit: UInt64, word: UnsafeMutablePointer<Atomic<UInt64>>) {
         if word.pointee.bitwiseAnd(~bit, ordering: .sequentiallyConsistent).oldValue & bit != 0 {
             activity.pointee.wrappingAdd(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
         }
     }
+
+    // MARK: Shutdown
 
     /// "Shutdown": true when shutdown was requested, no worker is awake, no fiber is parked and
     /// no queue holds work. Awake is read twice, around the queue scan, so that a worker woken
@@ -228,5 +283,49 @@ final class SleepState: @unchecked Sendable {
         guard Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return false }
         guard scheduler.parkedFibers() == 0, !scheduler.anyQueuedWork(), !scheduler.anyNodeQueuedWork() else { return false }
         return Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
+    }
+}
+
+// MARK: - What the re-checks read
+
+extension Scheduler {
+    /// Whether any work is visible to `worker` (its inbox and pinned list, any deque, any
+    /// injection queue, its node's queue): step 4 of "Falling asleep".
+    func anyWorkVisible(for worker: UnsafeMutablePointer<WorkerState>) -> Bool {
+        if worker.pointee.shared.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.local.pointee.pinnedReady != nil
+            || worker.pointee.shared.pinnedInbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            return true
+        }
+        if multiNode && nodeQueueRefs[workerNodes[worker.pointee.index]]._withUnsafeGuaranteedRef({ $0.mayHaveWork }) {
+            return true
+        }
+        return anyQueuedWork()
+    }
+
+    /// Whether any deque, inbox or injection queue holds work.
+    func anyQueuedWork() -> Bool {
+        for queue in injectionRefs where queue._withUnsafeGuaranteedRef({ $0.mayHaveWork }) { return true }
+        for index in 0..<workerCount {
+            let worker = workers[index]
+            for priority in Priority.allCases where worker.approximateCount(priority) > 0 { return true }
+            if worker.pointee.shared.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 { return true }
+        }
+        return false
+    }
+
+    /// Whether some node queue holds work (termination).
+    func anyNodeQueuedWork() -> Bool {
+        nodeQueues.contains { $0.mayHaveWork }
+    }
+
+    /// Fibers parked and not yet resumed, over all workers.
+    func parkedFibers() -> Int {
+        var parked: UInt64 = 0
+        var resumed: UInt64 = 0
+        for index in 0..<workerCount {
+            parked &+= workers[index].metric(.fibersParked)
+            resumed &+= workers[index].metric(.fibersResumed)
+        }
+        return Int(bitPattern: UInt(parked &- resumed))
     }
 }

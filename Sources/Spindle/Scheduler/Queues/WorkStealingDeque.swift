@@ -1,5 +1,20 @@
 import Synchronization
 
+/// The deque's header: `top` and `bottom` on separate 128-byte blocks (adjacent-line prefetching
+/// pairs 64-byte lines), the ring pointer on the thieves' block, and the owner's copy of `top` on
+/// the second line of the owner's block.
+@usableFromInline
+enum DequeLayout {
+    @inlinable static var top: RawSlot<Atomic<Int>> { RawSlot(line: 0) }
+    @inlinable static var ring: RawSlot<Atomic<UnsafeMutableRawPointer>> { RawSlot(line: 1) }
+    @inlinable static var bottom: RawSlot<Atomic<Int>> { RawSlot(line: 2) }
+    @inlinable static var knownTop: RawSlot<Int> { RawSlot(line: 3) }
+    @inlinable static var headerSize: Int { 4 * RawBlock.lineSize }
+    /// A ring (`WorkStealingDeque.Ring`): its index mask in the first word of the first line,
+    /// then the slots from the second line on.
+    @inlinable static var ringSlotsOffset: Int { RawBlock.lineSize }
+}
+
 /// A growable Chase–Lev work-stealing deque of word-sized values.
 ///
 /// D. Chase and Y. Lev, "Dynamic Circular Work-Stealing Deque", SPAA 2005, with the C11 memory
@@ -17,6 +32,7 @@ import Synchronization
 ///
 /// `Element` must be `BitwiseCopyable` and exactly one machine word (pointers, `Int`,
 /// `Unmanaged`), so that slots can be read and written atomically.
+@_spi(Internals)
 public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Sendable {
     // SAFETY: all mutable state lives in `storage` (raw memory, accessed through atomics) or in
     // `retired`, which only the owner touches; nothing is a Swift `var` that exclusivity checks
@@ -32,14 +48,7 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         case success(Element)
     }
 
-    /// Header layout: `top` and `bottom` on separate 128-byte blocks (adjacent-line prefetching
-    /// pairs 64-byte lines), the ring pointer on the thieves' block, and the owner's copy of
-    /// `top` on the second line of the owner's block.
-    @usableFromInline static var topOffset: Int { 0 }
-    @usableFromInline static var ringOffset: Int { 64 }
-    @usableFromInline static var bottomOffset: Int { 128 }
-    @usableFromInline static var knownTopOffset: Int { 192 }
-    @usableFromInline static var headerSize: Int { 256 }
+    @usableFromInline static var headerSize: Int { DequeLayout.headerSize }
 
     @usableFromInline let storage: UnsafeMutableRawPointer
 
@@ -51,13 +60,13 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         require(MemoryLayout<Element>.size == MemoryLayout<UInt>.size,
                      "WorkStealingDeque holds word-sized elements; \(Element.self) is \(MemoryLayout<Element>.size) bytes")
         require(capacity > 0, "WorkStealingDeque capacity must be positive (got \(capacity))")
-        storage = .allocate(byteCount: Self.headerSize, alignment: 128)
-        (storage + Self.topOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
-        (storage + Self.bottomOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
-        (storage + Self.knownTopOffset).bindMemory(to: Int.self, capacity: 1).initialize(to: 0)
+        let header = RawBlock.allocate(byteCount: Self.headerSize)
+        storage = header.base
+        header.initialize(DequeLayout.top, to: Atomic(0))
+        header.initialize(DequeLayout.bottom, to: Atomic(0))
+        header.initialize(DequeLayout.knownTop, to: 0)
         let ring = Ring.allocate(capacity: Swift.max(2, 1 << (Int.bitWidth - (capacity - 1).leadingZeroBitCount)))
-        (storage + Self.ringOffset).bindMemory(to: Atomic<UnsafeMutableRawPointer>.self, capacity: 1)
-            .initialize(to: Atomic(ring.raw))
+        header.initialize(DequeLayout.ring, to: Atomic(ring.raw))
         retired = .allocate(capacity: 1)
         retired.initialize(to: [])
     }
@@ -74,17 +83,9 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         storage.deallocate()
     }
 
-    @usableFromInline var topPointer: UnsafeMutablePointer<Atomic<Int>> {
-        (storage + Self.topOffset).assumingMemoryBound(to: Atomic<Int>.self)
-    }
-
-    @usableFromInline var bottomPointer: UnsafeMutablePointer<Atomic<Int>> {
-        (storage + Self.bottomOffset).assumingMemoryBound(to: Atomic<Int>.self)
-    }
-
-    @usableFromInline var ringPointer: UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer>> {
-        (storage + Self.ringOffset).assumingMemoryBound(to: Atomic<UnsafeMutableRawPointer>.self)
-    }
+    @usableFromInline var topPointer: UnsafeMutablePointer<Atomic<Int>> { Self.top(storage) }
+    @usableFromInline var bottomPointer: UnsafeMutablePointer<Atomic<Int>> { Self.bottom(storage) }
+    @usableFromInline var ringPointer: UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer>> { Self.ring(storage) }
 
     /// Pushes `element` at the bottom. Owner only.
     ///
@@ -119,24 +120,24 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
 
     @inlinable
     static func top(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<Int>> {
-        (storage + topOffset).assumingMemoryBound(to: Atomic<Int>.self)
+        RawBlock(storage, byteCount: headerSize)[DequeLayout.top]
     }
 
     @inlinable
     static func bottom(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<Int>> {
-        (storage + bottomOffset).assumingMemoryBound(to: Atomic<Int>.self)
+        RawBlock(storage, byteCount: headerSize)[DequeLayout.bottom]
     }
 
     /// The owner's last acquired reading of `top` (plain memory: only the owner reads or
     /// writes it), on the owner's block away from the line thieves read `bottom` from.
     @inlinable
     static func knownTop(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Int> {
-        (storage + knownTopOffset).assumingMemoryBound(to: Int.self)
+        RawBlock(storage, byteCount: headerSize)[DequeLayout.knownTop]
     }
 
     @inlinable
     static func ring(_ storage: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer>> {
-        (storage + ringOffset).assumingMemoryBound(to: Atomic<UnsafeMutableRawPointer>.self)
+        RawBlock(storage, byteCount: headerSize)[DequeLayout.ring]
     }
 
     /// `push` on `storage`; `owner` is the deque itself, used only to grow.
@@ -308,10 +309,11 @@ public final class WorkStealingDeque<Element: BitwiseCopyable>: @unchecked Senda
         return new
     }
 
-    /// A power-of-two array of atomic words: `[mask: Int][padding][slots...]`.
+    /// A power-of-two array of atomic words: `[mask: Int][padding][slots...]` (`DequeLayout`).
+    /// The one handle type of a ring's memory.
     @usableFromInline
     struct Ring {
-        @usableFromInline static var slotsOffset: Int { 64 }
+        @inlinable static var slotsOffset: Int { DequeLayout.ringSlotsOffset }
 
         @usableFromInline let raw: UnsafeMutableRawPointer
 

@@ -1,0 +1,202 @@
+import Synchronization
+
+// The core's surface: what the public API and the layers above the core (loops, graphs,
+// pipelines, async) use to put work somewhere and to wait. They reach the core through these
+// members, Observer.swift (the trace) and the fiber operations of Worker/Fibers.swift (park,
+// makeReady); the core reaches none of them (ARCHITECTURE.md, "The core's surface").
+//
+// One verb per meaning: `submit` queues a record from whatever thread calls (a worker's deque,
+// or the injection queue); `post` is a worker queuing on its own deque with the wake check;
+// `push` is a raw deque push without one; `park` suspends the running fiber.
+
+extension Scheduler {
+    /// The calling thread's worker if it is a worker of this system running a job.
+    @inline(__always)
+    func currentWorker() -> UnsafeMutablePointer<WorkerState>? {
+        guard let worker = Scheduler.anyCurrentWorker(), worker.pointee.scheduler === self else { return nil }
+        return worker
+    }
+
+    /// The calling thread's worker, of whichever system, while it runs a job (nil on other
+    /// threads, and while a worker runs code that must not park: `lendingWorker`).
+    @inline(__always)
+    static func anyCurrentWorker() -> UnsafeMutablePointer<WorkerState>? {
+        // An opaque call: read afresh every time, never cached across a fiber switch.
+        workerKey.value?.assumingMemoryBound(to: WorkerState.self)
+    }
+
+    /// The fiber running the calling job, if the calling thread is a worker of this system.
+    @inline(__always)
+    func currentFiber() -> UnsafeMutablePointer<FiberState>? {
+        currentWorker()?.local.pointee.running
+    }
+
+    // MARK: Lending a worker to code that must not park
+
+    /// Process-wide: the worker whose thread runs code that may submit to its deque but must
+    /// never park the fiber under it (Swift Concurrency's partial tasks, docs/async.md). While
+    /// it is set, `workerKey` is cleared, so everything in that code treats the thread as one
+    /// outside the system except where it queues work.
+    static let lentWorkerKey = ThreadLocalKey("a worker running code that must not park")
+
+    /// The worker lent to the calling thread's code (`lendingWorker`), of whichever system.
+    @inline(__always)
+    static func lentWorker() -> UnsafeMutablePointer<WorkerState>? {
+        lentWorkerKey.value?.assumingMemoryBound(to: WorkerState.self)
+    }
+
+    /// Runs `body` on `worker`'s thread as code that must not park: submissions from it go on
+    /// the worker's deque; waiting, parking and blocking calls treat the thread as a blocked
+    /// outside thread would be treated, or trap (`requireMayBlock`). Owner only.
+    @inline(__always)
+    static func lendingWorker(_ worker: UnsafeMutablePointer<WorkerState>, _ body: () -> Void) {
+        workerKey.set(nil)
+        lentWorkerKey.set(UnsafeRawPointer(worker))
+        body()
+        lentWorkerKey.set(nil)
+        workerKey.set(UnsafeRawPointer(worker))
+    }
+
+    /// Traps when the calling thread is a worker lent to code that must not park (an async
+    /// task on the executor): a blocking wait there would hold a worker thread (and with it
+    /// every fiber parked on it) until other workers finish the work, and with one worker never.
+    func requireMayBlock(_ api: StaticString) {
+        if Scheduler.lentWorker() != nil {
+            misuse("\(api) blocks, but it was called from async code running on a Spindle worker (the JobSystem task executor): use `await jobs.wait(for:)`, `try await jobs.compute { … }`, or move the blocking work into a job")
+        }
+    }
+
+    // MARK: Submitting
+
+    /// Where the calling thread's records go: the deque of its worker (a job's, or one lent to
+    /// code that must not park), or the injection queue (any other thread).
+    enum Route {
+        case worker(UnsafeMutablePointer<WorkerState>)
+        case outside
+    }
+
+    @inline(__always)
+    func route() -> Route {
+        if let worker = currentWorker() { return .worker(worker) }
+        if let worker = Scheduler.lentWorker(), worker.pointee.scheduler === self { return .worker(worker) }
+        return .outside
+    }
+
+    /// Memory for a record from the arena of `route`'s thread. Traps after shutdown (outside).
+    @inline(__always)
+    func allocateRecord(size: Int, on route: Route) -> UnsafeMutableRawPointer {
+        switch route {
+        case .worker(let worker): worker.allocateRecord(size: size)
+        case .outside: allocateOutsideRecord(size: size)
+        }
+    }
+
+    /// Queues a filled record on `route`'s queue and runs the wake check ("Posting work",
+    /// docs/sleep.md).
+    @inline(__always)
+    func queue(_ record: UnsafeMutableRawPointer, priority: Priority, on route: Route) {
+        switch route {
+        case .worker(let worker):
+            // `post` runs the wake check itself.
+            worker.post(Token.record(record), priority: priority)
+        case .outside:
+            injectionRefs[priority.index]._withUnsafeGuaranteedRef { $0.push(record) }
+            sleep.workPublished(self)
+        }
+    }
+
+    /// Allocates a record of `size` bytes from the caller's arena, lets `initialize` fill it, and
+    /// queues it (`route()`). Any thread; never blocks.
+    @inline(__always)
+    func submit(priority: Priority, size: Int = MemoryLayout<RunRecord>.stride,
+                _ initialize: (UnsafeMutableRawPointer) -> Void) {
+        let route = route()
+        let record = allocateRecord(size: size, on: route)
+        initialize(record)
+        queue(record, priority: priority, on: route)
+    }
+
+    /// Submits a `run` job: `submit` for a body passed at +1, which moves into the record
+    /// instead of being retained there and released by the caller (a retain and release pair
+    /// per job, measured in W6; docs/scheduler.md, "Job records").
+    @inline(__always)
+    func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?,
+                   _ body: consuming @escaping @Sendable (JobContext) -> Void) {
+        let route = route()
+        let record = allocateRecord(size: MemoryLayout<RunRecord>.stride, on: route)
+        Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+        queue(record, priority: priority, on: route)
+    }
+
+    /// Submits a `run(counter:argument:)` job, its body moved in like `submitRun`'s.
+    @inline(__always)
+    func submitArgument(priority: Priority, affinity: JobAffinity, counter: JobCounter?, argument: Int,
+                        _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
+        let route = route()
+        let record = allocateRecord(size: MemoryLayout<ArgumentRecord>.stride, on: route)
+        Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
+                                     priority: priority, affinity: affinity)
+        queue(record, priority: priority, on: route)
+    }
+
+    /// Submits a job that only workers of node `node` (an index into `topology.nodes`) start,
+    /// and wakes one of them if they all sleep. With one node: an ordinary submission.
+    func submit(toNode node: Int, priority: Priority, size: Int = MemoryLayout<RunRecord>.stride,
+                _ initialize: (UnsafeMutableRawPointer) -> Void) {
+        // One node, or a node without workers (fewer workers than nodes): anyone may take it.
+        guard multiNode, !nodeWorkers[node].isEmpty else { return submit(priority: priority, size: size, initialize) }
+        let record: UnsafeMutableRawPointer
+        if let worker = currentWorker() {
+            record = worker.allocateLinkedRecord(size: size)
+        } else {
+            record = allocateOutsideRecord(size: size)
+        }
+        initialize(record)
+        // The push's sequentially consistent exchange orders it before the read of the sleeping
+        // mask; no fence (docs/sleep.md, "Posting work").
+        nodeQueueRefs[node]._withUnsafeGuaranteedRef { $0.push(record) }
+        sleep.wakeOne(among: nodeWorkers[node], self)
+    }
+
+    /// Memory for a job record submitted from a thread outside the system (its submitter
+    /// arena, chunks of node 0), with the link word in front of it that the injection queue
+    /// uses. Traps after shutdown.
+    func allocateOutsideRecord(size: Int) -> UnsafeMutableRawPointer {
+        require(!shutdownRequested.load(ordering: .relaxed),
+                "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
+        return submitter().pointee.arena.allocateLinked(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
+    }
+
+    /// The calling outside thread's submitter state, created on first use.
+    private func submitter() -> UnsafeMutablePointer<Submitter> {
+        if let existing = submitterKey.value {
+            return existing.assumingMemoryBound(to: Submitter.self)
+        }
+        let submitter = UnsafeMutablePointer<Submitter>.allocate(capacity: 1)
+        submitter.initialize(to: Submitter())
+        registerSubmitter(submitter)
+        submitterKey.set(submitter)
+        return submitter
+    }
+
+    // MARK: Waiting
+
+    /// Blocks the calling thread, which is not a worker, until `counter` is zero.
+    func waitOutside(for counter: JobCounter) {
+        requireMayBlock("JobSystem.wait(for:)")
+        // This thread is about to free its CPU: a sleeper pinned there may now help (the
+        // submissions' wakes chose other CPUs first while this thread ran here).
+        if anyQueuedWork() { sleep.wakeOne(self, callerBlocks: true) }
+        guard let observed = counter.observeForWait() else { return }
+        WaitList.blockThread(on: counter.waiters) {
+            counter.waitIsOver(observed: observed)
+        }
+    }
+
+    /// Whether some worker is hungry now: searching for work, or asleep while others run (a
+    /// hint for splitting decisions; docs/parallel-for.md).
+    @inline(__always)
+    func hungryWorkers() -> Bool {
+        sleep.anyWorkerHungry
+    }
+}
