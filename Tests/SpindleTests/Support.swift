@@ -1,6 +1,7 @@
 import CSpindle
 @testable @_spi(Internals) import Spindle
 import Foundation
+import Synchronization
 import Testing
 
 /// SplitMix64: a small, seedable generator so every randomized test can print and replay its
@@ -131,3 +132,84 @@ let underSanitizer: Bool = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__tsan
 
 /// `count`, or a tenth of it under a sanitizer.
 func stressCount(_ count: Int) -> Int { underSanitizer ? Swift.max(1, count / 10) : count }
+
+// MARK: Job system helpers
+
+/// Flags, one per job, that catch a job running twice or never.
+final class Flags: @unchecked Sendable {
+    // SAFETY: only touched through atomics.
+    let pointer: UnsafeMutablePointer<Atomic<UInt8>>
+    let count: Int
+
+    init(_ count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: count)
+        for index in 0..<count { (pointer + index).initialize(to: Atomic(0)) }
+    }
+
+    deinit { pointer.deallocate() }
+
+    /// Marks `index`; returns false if it was already marked.
+    func mark(_ index: Int) -> Bool {
+        pointer[index].exchange(1, ordering: .relaxed) == 0
+    }
+
+    var unmarked: [Int] {
+        (0..<count).filter { pointer[$0].load(ordering: .relaxed) == 0 }
+    }
+}
+
+final class Tally: Sendable {
+    let value = Atomic<Int>(0)
+    func add(_ amount: Int = 1) { value.wrappingAdd(amount, ordering: .relaxed) }
+    var current: Int { value.load(ordering: .relaxed) }
+}
+
+let workerCounts = [1, 2, 4, 8]
+
+func makeSystem(workers: Int, _ name: String = "sp-test-w") throws -> JobSystem {
+    try JobSystem(configuration: .init(workers: workers, threadNamePrefix: name))
+}
+
+// MARK: Job system tests
+
+/// The job system's tests, one suite per subsystem in a file of its own (JobSubmissionTests,
+/// FiberWaitTests, WakingTests, PriorityTests, ShutdownTests, FrameTests, ConfigurationTests),
+/// nested here so that they run one at a time, as they did when they were one suite, and so that
+/// `--filter JobSystem` (the sanitizer runs of .ci/run) still selects every one of them.
+@Suite(.serialized)
+enum JobSystemTests {
+    /// A node of a random tree: its own value, and how `size` nodes split among children.
+    struct TreeNode {
+        static func mix(_ value: UInt64) -> UInt64 {
+            var z = value &+ 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+
+        /// The children's seeds and sizes for a node of `size` nodes (itself included).
+        static func children(seed: UInt64, size: Int) -> [(seed: UInt64, size: Int)] {
+            var remaining = size - 1
+            guard remaining > 0 else { return [] }
+            let count = Swift.min(remaining, Int(mix(seed ^ 0xC0FFEE) % 4) + 1)
+            var result: [(UInt64, Int)] = []
+            var state = seed
+            for child in 0..<count {
+                state = mix(state)
+                let share = child == count - 1 ? remaining : 1 + Int(state % UInt64(remaining - (count - child - 1)))
+                result.append((mix(state ^ UInt64(child)), share))
+                remaining -= share
+            }
+            return result
+        }
+
+        static func oracle(seed: UInt64, size: Int) -> UInt64 {
+            var total = mix(seed)
+            for child in children(seed: seed, size: size) {
+                total &+= oracle(seed: child.seed, size: child.size)
+            }
+            return total
+        }
+    }
+}

@@ -7,7 +7,10 @@ struct ParsedTrace {
     let events: [[String: Any]]
 
     init(file path: String) throws {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        try self.init(data: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    init(data: Data) throws {
         let root = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "the trace is not a JSON object")
         events = try #require(root["traceEvents"] as? [[String: Any]], "no traceEvents array")
     }
@@ -94,6 +97,51 @@ struct TraceTests {
             }
         }
         #expect(parsed.phase("X").allSatisfy { ($0["tid"] as? Int).map { $0 < workers } ?? false })
+    }
+
+    /// Each job is labelled by its kind (`JobKind.traceName`): `run(counter:argument:)` jobs,
+    /// from outside and from inside a job, as "run(argument:)", `run(count:)` tickets as
+    /// "run(count:)", closures as "run".
+    @Test(arguments: [1, 2])
+    func jobsAreLabelledByTheirKind(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers, "sp-trace-w")
+        let outside = 40
+        let inside = 10
+        let trace = ResultBox<JobTrace>()
+        withTimeLimit(seconds: 60, "trace labels workers=\(workers)") {
+            jobs.startTrace(eventsPerWorker: 1 << 14)
+            let counter = JobCounter()
+            for index in 0..<outside { jobs.run(counter: counter, argument: index) { _, _ in } }
+            // One closure job, which submits argument jobs from inside; no job waits, so each
+            // is one slice.
+            jobs.run(counter: counter) { ctx in
+                for index in 0..<inside { ctx.run(counter: counter, argument: index) { _, _ in } }
+            }
+            jobs.wait(for: counter)
+            trace.value = jobs.stopTrace()
+        }
+        let countTrace = ResultBox<JobTrace>()
+        withTimeLimit(seconds: 60, "trace labels of run(count:) workers=\(workers)") {
+            jobs.startTrace(eventsPerWorker: 1 << 14)
+            jobs.wait(for: jobs.run(count: 100) { _, _ in })
+            countTrace.value = jobs.stopTrace()
+        }
+        jobs.shutdown()
+
+        let recorded = try #require(trace.value)
+        #expect(recorded.droppedEvents == 0)
+        let parsed = try ParsedTrace(data: Data(recorded.chromeTraceJSON().utf8))
+        #expect(parsed.slices(named: "run(argument:)").count == outside + inside)
+        #expect(parsed.slices(named: "run").count == 1)
+        #expect(parsed.slices(named: "run(count:)").isEmpty)
+
+        let recordedCount = try #require(countTrace.value)
+        #expect(recordedCount.droppedEvents == 0)
+        let parsedCount = try ParsedTrace(data: Data(recordedCount.chromeTraceJSON().utf8))
+        let tickets = parsedCount.slices(named: "run(count:)").count
+        #expect(tickets >= 1 && tickets <= workers, "\(tickets) run(count:) slices for \(workers) workers")
+        #expect(parsedCount.slices(named: "run").isEmpty)
+        #expect(parsedCount.slices(named: "run(argument:)").isEmpty)
     }
 
     @Test

@@ -1,0 +1,85 @@
+import Foundation
+@testable @_spi(Internals) import Spindle
+import Testing
+
+// MARK: Misuse
+
+@Suite(.serialized)
+struct JobSystemMisuseTests {
+    @Test
+    func waitingOnTheRunningJobsOwnCounterTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 1))
+            let own = JobCounter()
+            jobs.run(counter: own) { ctx in ctx.wait(for: own) }
+            jobs.wait(for: own)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("own counter"))
+    }
+
+    @Test
+    func decrementingBelowZeroTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let counter = JobCounter(1)
+            counter.decrement()
+            counter.decrement()
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("below zero"))
+    }
+
+    @Test
+    func submittingAfterShutdownTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 1))
+            jobs.shutdown()
+            jobs.run { _ in }
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("after shutdown"))
+    }
+
+    @Test
+    func submittingAnArgumentJobAfterShutdownTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 1))
+            jobs.shutdown()
+            jobs.run(counter: JobCounter(), argument: 1) { _, _ in }
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("after shutdown"))
+    }
+
+    @Test
+    func blockingWaitFromAnotherSystemsJobTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let first = try! JobSystem(configuration: .init(workers: 1, threadNamePrefix: "first-w"))
+            let second = try! JobSystem(configuration: .init(workers: 1, threadNamePrefix: "second-w"))
+            let never = JobCounter(1)
+            first.wait(for: first.run { _ in second.wait(for: never) })
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("another JobSystem"))
+    }
+
+    @Test
+    func shutdownFromInsideAJobTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 1))
+            jobs.wait(for: jobs.run { _ in jobs.shutdown() })
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("wait for itself"))
+    }
+
+    @Test
+    func frameAllocationOutsideAFrameTraps() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 1))
+            jobs.wait(for: jobs.run { ctx in _ = ctx.frameAllocate(Int.self, count: 4) })
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("outside a frame"))
+    }
+}
