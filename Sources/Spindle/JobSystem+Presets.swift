@@ -1,6 +1,7 @@
 // Presets, a builder-style API, and the text form of every option, shared by the configuration
-// integrations (SpindleArgumentParser; environment and files through swift-configuration are
-// planned) so that each reports a bad value the same way. README.md, "Configuration".
+// integrations (SpindleArgumentParser; SpindleConfiguration for the environment, files and the
+// command line through swift-configuration) so that each reports a bad value the same way.
+// README.md, "Configuration".
 
 extension JobSystem.Configuration {
     /// Starting points for common uses. Each is a plain configuration: change any option after.

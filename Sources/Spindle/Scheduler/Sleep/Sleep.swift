@@ -13,6 +13,31 @@ struct SearchToken: ~Copyable {
     fileprivate init(worker: Int) { self.worker = worker }
 }
 
+/// What the sleep protocol reads and writes of the rest of the scheduler. `Scheduler` is the one
+/// conforming type in the library; tests drive the protocol against a fake (SleepStateTests).
+protocol SleepEnvironment: AnyObject {
+    /// The CPU worker `index` is pinned to (nil: not pinned).
+    func cpu(ofWorker index: Int) -> Int?
+    /// Worker `index`'s futex word (`WorkerState.shared.sleepWord`).
+    func sleepWord(ofWorker index: Int) -> UnsafeMutablePointer<Atomic<UInt32>>
+    /// Whether any deque, inbox or injection queue holds work.
+    func anyQueuedWork() -> Bool
+    /// Step 4's re-check for worker `index`: everything it could take.
+    func anyWorkVisible(forWorker index: Int) -> Bool
+    /// Whether some node queue holds work.
+    func anyNodeQueuedWork() -> Bool
+    /// Fibers parked and not yet resumed.
+    func parkedFibers() -> Int
+    /// `shutdown()` was called.
+    var isShutdownRequested: Bool { get }
+    /// The system has terminated (every worker leaves its loop).
+    var isTerminated: Bool { get }
+    /// Records termination.
+    func markTerminated()
+    /// Worker `index` goes to sleep (`woke: false`) or woke up (`woke: true`): metrics.
+    func workerSlept(_ index: Int, woke: Bool)
+}
+
 /// State: `activity` packs the number of *awake* workers (low 32 bits: running or searching) and
 /// of *searching* workers (high 32 bits: awake, out of local work, spinning over every queue).
 /// The sleeping mask has a bit per worker that announced it is going to sleep; each worker has
@@ -72,7 +97,7 @@ final class SleepState: @unchecked Sendable {
     /// ended with a plain store ("Posting work", steps 1–3): wakes one sleeper unless some
     /// worker is already searching.
     @inline(__always)
-    func workPosted(_ scheduler: Scheduler) {
+    func workPosted(_ scheduler: some SleepEnvironment) {
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         workPublished(scheduler)
@@ -84,7 +109,7 @@ final class SleepState: @unchecked Sendable {
     /// fence is left out. Its cost was the wait for the push's later plain store (the
     /// predecessor's link, a line the consumer reads) to leave the store buffer.
     @inline(__always)
-    func workPublished(_ scheduler: Scheduler) {
+    func workPublished(_ scheduler: some SleepEnvironment) {
         // Step 2: a searching worker will find the work; it wakes a sleeper if it was the last.
         // Sequentially consistent: the load side of the store-load pair with the push.
         guard Self.searching(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return }
@@ -96,7 +121,7 @@ final class SleepState: @unchecked Sendable {
     /// by the owner's copy of `top`, the deque held work before the push; `storage` is the
     /// deque's, for the exact reading.
     @inline(__always)
-    func postedOnDeque(heldWork: Bool, storage: UnsafeMutableRawPointer, _ scheduler: Scheduler) {
+    func postedOnDeque(heldWork: Bool, storage: UnsafeMutableRawPointer, _ scheduler: some SleepEnvironment) {
         // A lone worker finds its own work; there is nobody to wake.
         guard workerCount > 1 else { return }
         // Step 0: by the owner's copy of `top` the deque held work, and either every worker is
@@ -112,7 +137,7 @@ final class SleepState: @unchecked Sendable {
     /// A parked fiber of worker `index` was pushed on that worker's inbox ("Resuming a fiber"):
     /// wake that worker if it sleeps; if it is awake (perhaps inside a long job) and the fiber
     /// may migrate, make sure some worker searches.
-    func fiberMadeReady(on index: Int, pinned: Bool, _ scheduler: Scheduler) {
+    func fiberMadeReady(on index: Int, pinned: Bool, _ scheduler: some SleepEnvironment) {
         if !wake(worker: index, scheduler) && !pinned {
             workPosted(scheduler)
         }
@@ -130,14 +155,14 @@ final class SleepState: @unchecked Sendable {
     /// its CPU instead and passes `callerBlocks: true`: a sleeper pinned there goes first.
     /// docs/sleep.md, "Waking".
     @discardableResult
-    func wakeOne(_ scheduler: Scheduler, callerBlocks: Bool = false) -> Bool {
-        guard let here = CurrentThread.cpu else { return wakeFirst(scheduler) { _ in true } }
-        return wakeFirst(scheduler) { (scheduler.workerCPUs[$0] == here) == callerBlocks }
+    func wakeOne(_ scheduler: some SleepEnvironment, callerBlocks: Bool = false, callerCPU: Int? = CurrentThread.cpu) -> Bool {
+        guard let here = callerCPU else { return wakeFirst(scheduler) { _ in true } }
+        return wakeFirst(scheduler) { (scheduler.cpu(ofWorker: $0) == here) == callerBlocks }
             || wakeFirst(scheduler) { _ in true }
     }
 
     /// Claims and wakes the first sleeper whose index `eligible` accepts.
-    private func wakeFirst(_ scheduler: Scheduler, where eligible: (Int) -> Bool) -> Bool {
+    private func wakeFirst(_ scheduler: some SleepEnvironment, where eligible: (Int) -> Bool) -> Bool {
         for word in 0..<maskWords {
             var bits = mask(word).pointee.load(ordering: .sequentiallyConsistent)
             while bits != 0 {
@@ -157,7 +182,7 @@ final class SleepState: @unchecked Sendable {
     /// Wakes one sleeping worker among `candidates` (the workers of a node), if any
     /// (docs/numa.md, "Node queues"). Returns whether it woke one.
     @discardableResult
-    func wakeOne(among candidates: [Int], _ scheduler: Scheduler) -> Bool {
+    func wakeOne(among candidates: [Int], _ scheduler: some SleepEnvironment) -> Bool {
         for index in candidates {
             let bit = UInt64(1) << UInt64(index % 64)
             let word = mask(index / 64)
@@ -173,7 +198,7 @@ final class SleepState: @unchecked Sendable {
     /// Wakes `index` if it is asleep (a fiber of its became ready; "Resuming a fiber"). Returns
     /// whether it was asleep (then this call or a concurrent one woke it).
     @discardableResult
-    func wake(worker index: Int, _ scheduler: Scheduler) -> Bool {
+    func wake(worker index: Int, _ scheduler: some SleepEnvironment) -> Bool {
         let bit = UInt64(1) << UInt64(index % 64)
         let word = mask(index / 64)
         guard word.pointee.load(ordering: .sequentiallyConsistent) & bit != 0 else { return false }
@@ -184,7 +209,7 @@ final class SleepState: @unchecked Sendable {
     }
 
     /// Wakes every sleeping worker (shutdown).
-    func wakeAll(_ scheduler: Scheduler) {
+    func wakeAll(_ scheduler: some SleepEnvironment) {
         for word in 0..<maskWords {
             var bits = mask(word).pointee.exchange(0, ordering: .sequentiallyConsistent)
             while bits != 0 {
@@ -197,9 +222,9 @@ final class SleepState: @unchecked Sendable {
 
     /// The caller cleared `index`'s sleeping bit, so it owns the wake-up: it counts the worker
     /// awake and searching on its behalf, then releases its futex ("Waking", steps 1–3).
-    private func wakeClaimed(worker index: Int, _ scheduler: Scheduler) {
+    private func wakeClaimed(worker index: Int, _ scheduler: some SleepEnvironment) {
         activity.pointee.wrappingAdd(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
-        let sleepWord = scheduler.workers[index].pointee.shared.sleepWord
+        let sleepWord = scheduler.sleepWord(ofWorker: index)
         // Releasing: pairs with the sleeper's acquiring load of its word.
         sleepWord.pointee.store(0, ordering: .releasing)
         Futex.wake(sleepWord, count: 1)
@@ -208,16 +233,16 @@ final class SleepState: @unchecked Sendable {
     // MARK: Searching
 
     /// The calling worker ran out of local work and starts searching ("Searching", step 1).
-    func startSearching(_ worker: UnsafeMutablePointer<WorkerState>) -> SearchToken {
+    func startSearching(worker index: Int) -> SearchToken {
         activity.pointee.wrappingAdd(Self.searchingOne, ordering: .sequentiallyConsistent)
-        return SearchToken(worker: worker.pointee.index)
+        return SearchToken(worker: index)
     }
 
     /// The searching worker found work and stops searching. If it was the last searcher and more
     /// work is waiting, it wakes a sleeper to look for it ("Searching", step 2). Checking for
     /// more work first keeps the wake-up (a system call, tens of microseconds when it has to
     /// rouse an idle virtual CPU) off the path of a lone job.
-    func stopSearching(_ token: consuming SearchToken, _ scheduler: Scheduler) {
+    func stopSearching(_ token: consuming SearchToken, _ scheduler: some SleepEnvironment) {
         _ = consume token
         let old = activity.pointee.wrappingSubtract(Self.searchingOne, ordering: .sequentiallyConsistent).oldValue
         if Self.searching(old) == 1 && scheduler.anyQueuedWork() { wakeOne(scheduler) }
@@ -228,14 +253,12 @@ final class SleepState: @unchecked Sendable {
     /// "Falling asleep", steps 1–6, for a searching worker that found nothing while spinning.
     /// Returns the worker's new search (woken, or work appeared during the re-check), or nil when
     /// the system has terminated and the worker leaves its loop.
-    func fallAsleep(_ token: consuming SearchToken, _ worker: UnsafeMutablePointer<WorkerState>,
-                    _ scheduler: Scheduler) -> SearchToken? {
+    func fallAsleep(_ token: consuming SearchToken, _ scheduler: some SleepEnvironment) -> SearchToken? {
         let index = token.worker
-        internalCheck(index == worker.pointee.index, "worker \(worker.pointee.index) falls asleep with the search of worker \(index)")
         _ = consume token
         let bit = UInt64(1) << UInt64(index % 64)
         let word = mask(index / 64)
-        let sleepWord = worker.pointee.shared.sleepWord
+        let sleepWord = scheduler.sleepWord(ofWorker: index)
         // Step 1: arm the futex word before announcing, so a waker's 0 cannot be overwritten.
         sleepWord.pointee.store(1, ordering: .sequentiallyConsistent)
         // Step 2: announce.
@@ -244,25 +267,25 @@ final class SleepState: @unchecked Sendable {
         activity.pointee.wrappingSubtract(Self.awakeOne + Self.searchingOne, ordering: .sequentiallyConsistent)
         // Step 4: re-check every queue after announcing; work posted before our announcement
         // is seen here, work posted after it sees our bit.
-        if scheduler.anyWorkVisible(for: worker) || scheduler.terminated.load(ordering: .acquiring) {
+        if scheduler.anyWorkVisible(forWorker: index) || scheduler.isTerminated {
             leave(index, bit: bit, word: word)
-            return scheduler.terminated.load(ordering: .acquiring) ? nil : SearchToken(worker: index)
+            return scheduler.isTerminated ? nil : SearchToken(worker: index)
         }
         if terminationCheck(scheduler) {
-            scheduler.terminated.store(true, ordering: .sequentiallyConsistent)
+            scheduler.markTerminated()
             leave(index, bit: bit, word: word)
             wakeAll(scheduler)
             return nil
         }
         // Step 5: sleep until a waker stores 0 (spurious returns just wait again).
-        worker.count(.sleeps)
+        scheduler.workerSlept(index, woke: false)
         while sleepWord.pointee.load(ordering: .acquiring) == 1 {
             _ = Futex.wait(on: sleepWord, expected: 1)
         }
-        worker.count(.wakeups)
+        scheduler.workerSlept(index, woke: true)
         // Step 6.
         leave(index, bit: bit, word: word)
-        return scheduler.terminated.load(ordering: .acquiring) ? nil : SearchToken(worker: index)
+        return scheduler.isTerminated ? nil : SearchToken(worker: index)
     }
 
     /// Clears our sleeping bit. If it was still set, nobody claimed our wake-up, so we count
@@ -278,20 +301,35 @@ final class SleepState: @unchecked Sendable {
     /// "Shutdown": true when shutdown was requested, no worker is awake, no fiber is parked and
     /// no queue holds work. Awake is read twice, around the queue scan, so that a worker woken
     /// during the scan (counted awake by its waker before it takes anything) is noticed.
-    private func terminationCheck(_ scheduler: Scheduler) -> Bool {
-        guard scheduler.shutdownRequested.load(ordering: .sequentiallyConsistent) else { return false }
+    private func terminationCheck(_ scheduler: some SleepEnvironment) -> Bool {
+        guard scheduler.isShutdownRequested else { return false }
         guard Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return false }
         guard scheduler.parkedFibers() == 0, !scheduler.anyQueuedWork(), !scheduler.anyNodeQueuedWork() else { return false }
         return Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
     }
 }
 
-// MARK: - What the re-checks read
+// MARK: - What the protocol reads of the scheduler
 
-extension Scheduler {
-    /// Whether any work is visible to `worker` (its inbox and pinned list, any deque, any
+extension Scheduler: SleepEnvironment {
+    func cpu(ofWorker index: Int) -> Int? { workerCPUs[index] }
+
+    func sleepWord(ofWorker index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        workers[index].pointee.shared.sleepWord
+    }
+
+    var isShutdownRequested: Bool { shutdownRequested.load(ordering: .sequentiallyConsistent) }
+    var isTerminated: Bool { terminated.load(ordering: .acquiring) }
+    func markTerminated() { terminated.store(true, ordering: .sequentiallyConsistent) }
+
+    func workerSlept(_ index: Int, woke: Bool) {
+        workers[index].count(woke ? .wakeups : .sleeps)
+    }
+
+    /// Whether any work is visible to worker `index` (its inbox and pinned list, any deque, any
     /// injection queue, its node's queue): step 4 of "Falling asleep".
-    func anyWorkVisible(for worker: UnsafeMutablePointer<WorkerState>) -> Bool {
+    func anyWorkVisible(forWorker index: Int) -> Bool {
+        let worker = workers[index]
         if worker.pointee.shared.inbox.pointee.load(ordering: .sequentiallyConsistent) != 0 || worker.local.pointee.pinnedReady != nil
             || worker.pointee.shared.pinnedInbox.pointee.load(ordering: .sequentiallyConsistent) != 0 {
             return true

@@ -132,7 +132,7 @@ extension Scheduler {
     /// woken worker searches again. Returns the work it found, or nil when the system has
     /// terminated. docs/sleep.md, "Searching".
     private func idle(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
-        var search = sleep.startSearching(worker)
+        var search = sleep.startSearching(worker: worker.pointee.index)
         while true {
             let deadline = MonotonicTime.now() &+ spinNanoseconds
             var rounds = 0
@@ -157,7 +157,7 @@ extension Scheduler {
                 // their cache lines away from owners pushing and popping on them.
                 for _ in 0..<(1 << Swift.min(rounds / 4, 6)) { spinPause() }
             }
-            guard let next = sleep.fallAsleep(search, worker, self) else { return nil }
+            guard let next = sleep.fallAsleep(search, self) else { return nil }
             search = next
         }
     }
