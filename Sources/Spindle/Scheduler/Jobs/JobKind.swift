@@ -100,9 +100,15 @@ struct JobHeader {
         return Unmanaged.fromOpaque(address)
     }
 
-    @inlinable var priority: Priority { Priority(rawValue: UInt8(truncatingIfNeeded: word & JobHeader.priorityMask))! }
+    // SAFETY (both bitcasts): `init` wrote these bits from a `Priority` and a `JobKind`, so they
+    // hold one of their raw values; the unchecked conversion keeps a branch off every job.
+    @inlinable var priority: Priority {
+        unsafeBitCast(UInt8(truncatingIfNeeded: word & JobHeader.priorityMask), to: Priority.self)
+    }
     @inlinable var pinned: Bool { word & JobHeader.pinnedBit != 0 }
-    @inlinable var kind: JobKind { JobKind(rawValue: UInt8(truncatingIfNeeded: word >> JobHeader.kindShift))! }
+    @inlinable var kind: JobKind {
+        unsafeBitCast(UInt8(truncatingIfNeeded: word >> JobHeader.kindShift), to: JobKind.self)
+    }
 
     /// The header of the record at `record`.
     @inlinable

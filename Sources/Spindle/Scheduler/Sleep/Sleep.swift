@@ -117,22 +117,22 @@ final class SleepState: @unchecked Sendable {
         wakeOne(scheduler)
     }
 
-    /// The wake check after an owner pushed on its own deque (`post`), steps 0–3. `heldWork`:
-    /// by the owner's copy of `top`, the deque held work before the push; `storage` is the
-    /// deque's, for the exact reading.
+    /// Step 0 of the wake check after an owner pushed on its own deque (`post`): true when no
+    /// wake-up is needed. `heldWork`: by the owner's copy of `top`, the deque held work before
+    /// the push; `storage` is the deque's, for the exact reading; `activity` is this state's
+    /// word (`activityWord`), which workers keep so that posting reads no line of this object.
+    /// If false, the caller continues with `workPosted` (steps 1–3).
     @inline(__always)
-    func postedOnDeque(heldWork: Bool, storage: UnsafeMutableRawPointer, _ scheduler: some SleepEnvironment) {
-        // A lone worker finds its own work; there is nobody to wake.
-        guard workerCount > 1 else { return }
-        // Step 0: by the owner's copy of `top` the deque held work, and either every worker is
-        // awake (nobody could be woken) or `top` itself confirms it: two elements or more now.
-        if heldWork,
-           Self.awake(activity.pointee.load(ordering: .relaxed)) == UInt64(workerCount)
-            || WorkStealingDeque<UInt>.refreshOwnerCount(storage: storage) >= 2 {
-            return
-        }
-        workPosted(scheduler)
+    static func postNeedsNoWake(heldWork: Bool, storage: UnsafeMutableRawPointer,
+                                activity: UnsafeMutablePointer<Atomic<UInt64>>, workerCount: Int) -> Bool {
+        // By the owner's copy of `top` the deque held work, and either every worker is awake
+        // (nobody could be woken) or `top` itself confirms it: two elements or more now.
+        heldWork && (awake(activity.pointee.load(ordering: .relaxed)) == UInt64(workerCount)
+                     || WorkStealingDeque<UInt>.refreshOwnerCount(storage: storage) >= 2)
     }
+
+    /// The `activity` word, for `postNeedsNoWake`.
+    var activityWord: UnsafeMutablePointer<Atomic<UInt64>> { activity }
 
     /// A parked fiber of worker `index` was pushed on that worker's inbox ("Resuming a fiber"):
     /// wake that worker if it sleeps; if it is awake (perhaps inside a long job) and the fiber

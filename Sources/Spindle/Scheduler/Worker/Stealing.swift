@@ -8,20 +8,33 @@ import Synchronization
 /// The victims of one worker in the order it visits them: groups (its own NUMA node first, then
 /// the other nodes nearest first; with one node, one group of every other worker), each visited
 /// from a random position. One order for one node and for many, so stealing is written once.
-/// Immutable after init; owned by the worker (`WorkerLocal.victims`).
+/// Immutable after init; owned by the worker (`WorkerLocal.victims`), which frees it with
+/// `deallocate`. Plain buffers, so a steal reads it without reference counting.
 struct VictimOrder {
     /// The victims, group after group.
-    let victims: [Int]
+    let victims: UnsafeBufferPointer<Int>
     /// Where each group ends in `victims`.
-    let groupEnds: [Int]
+    let groupEnds: UnsafeBufferPointer<Int>
 
     /// The order of worker `index`: `groups` of victims, nearest first (docs/numa.md), or with
     /// `groups` nil every other worker in one group.
     init(worker index: Int, workers: Int, groups: [[Int]]?) {
         let chosen = groups ?? [Array((0..<workers).filter { $0 != index })]
-        victims = chosen.flatMap { $0 }
         var end = 0
-        groupEnds = chosen.map { end += $0.count; return end }
+        victims = UnsafeBufferPointer(Self.copy(chosen.flatMap { $0 }))
+        groupEnds = UnsafeBufferPointer(Self.copy(chosen.map { end += $0.count; return end }))
+    }
+
+    private static func copy(_ values: [Int]) -> UnsafeMutableBufferPointer<Int> {
+        let buffer = UnsafeMutableBufferPointer<Int>.allocate(capacity: values.count)
+        _ = buffer.initialize(from: values)
+        return buffer
+    }
+
+    /// Frees the buffers (once, when the worker is destroyed).
+    func deallocate() {
+        victims.deallocate()
+        groupEnds.deallocate()
     }
 }
 

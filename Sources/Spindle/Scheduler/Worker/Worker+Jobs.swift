@@ -185,10 +185,12 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         push(token, priority: priority)
         // A lone worker finds its own work; there is nobody to wake.
         guard pointee.workerCount > 1 else { return }
-        pointee.sleep._withUnsafeGuaranteedRef { sleep in
-            pointee.schedulerReference._withUnsafeGuaranteedRef { scheduler in
-                sleep.postedOnDeque(heldWork: bound > 0, storage: storage, scheduler)
-            }
+        if SleepState.postNeedsNoWake(heldWork: bound > 0, storage: storage, activity: pointee.activity,
+                                      workerCount: pointee.workerCount) {
+            return
+        }
+        pointee.schedulerReference._withUnsafeGuaranteedRef { scheduler in
+            scheduler.sleep.workPosted(scheduler)
         }
     }
 }

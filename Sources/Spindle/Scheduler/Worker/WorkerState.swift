@@ -125,8 +125,9 @@ struct WorkerState: ~Copyable {
     let low: Unmanaged<WorkStealingDeque<UInt>>
     /// The deques' storage, for the static deque operations (no reference counting).
     let storage: (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer)
-    /// The scheduler's sleep state and record chunk pool, for the hot paths.
-    let sleep: Unmanaged<SleepState>
+    /// The sleep state's `activity` word and the record chunk pool, for the hot paths (a post
+    /// reads the word directly, touching no line of the `SleepState` object).
+    let activity: UnsafeMutablePointer<Atomic<UInt64>>
     let chunks: Unmanaged<ChunkPool>
     let workerCount: Int
     /// The owner's mutable state, in an allocation of its own (see `WorkerLocal`).
@@ -141,10 +142,14 @@ struct WorkerState: ~Copyable {
         normal = Unmanaged.passUnretained(deques[1])
         low = Unmanaged.passUnretained(deques[2])
         storage = (deques[0].storage, deques[1].storage, deques[2].storage)
-        sleep = Unmanaged.passUnretained(scheduler.sleep)
+        activity = scheduler.sleep.activityWord
         chunks = Unmanaged.passUnretained(scheduler.chunkPools[scheduler.workerNodes[index]])
         workerCount = scheduler.workerCount
-        local = .allocate(capacity: 1)
+        // Whole 128-byte blocks of its own: the owner writes these fields all the time, and a
+        // neighbouring allocation on the same lines would make other threads' reads of it miss.
+        let localBytes = (MemoryLayout<WorkerLocal>.stride + 127) & ~127
+        local = UnsafeMutableRawPointer.allocate(byteCount: localBytes, alignment: 128)
+            .bindMemory(to: WorkerLocal.self, capacity: 1)
         local.initialize(to: WorkerLocal(random: seed | 1, victims: victims))
         let node = scheduler.topology.nodes[scheduler.workerNodes[index]].id
         local.pointee.frame.bindChunk = { [unowned scheduler] memory, size in
@@ -162,8 +167,9 @@ struct WorkerState: ~Copyable {
     /// Frees the memory `init` allocated. Called once, when the scheduler is destroyed.
     func releaseMemory() {
         local.pointee.releaseFinishedBodies()
+        local.pointee.victims.deallocate()
         local.deinitialize(count: 1)
-        local.deallocate()
+        UnsafeMutableRawPointer(local).deallocate()
         metrics.deinitialize(count: MetricSlot.allCases.count)
         metrics.deallocate()
         shared.deallocate()
