@@ -96,8 +96,10 @@ public final class JobSystem: @unchecked Sendable {
     /// - Parameters:
     ///   - priority: where the job queues (see `Priority`).
     ///   - affinity: whether the job may continue on another worker after it waits.
-    /// - Precondition: `shutdown()` has not been called (jobs of this system may still submit
-    ///   while it drains).
+    /// - Precondition: from outside the system, `shutdown()` has not been called (jobs of this
+    ///   system may still submit while it drains). A call that races `shutdown()` either returns
+    ///   normally, and then the job runs, or traps; `tryRun` returns false instead of trapping
+    ///   (docs/sleep.md, "Submissions and shutdown").
     /// - Complexity: O(1). One heap allocation (the counter); `run(counter:priority:affinity:_:)`
     ///   has none.
     @discardableResult
@@ -121,7 +123,42 @@ public final class JobSystem: @unchecked Sendable {
         _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) {
         counter.increment()
-        scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, consume body)
+        scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, api: "JobSystem.run", consume body)
+    }
+
+    /// Submits `body` as `run(counter:priority:affinity:_:)` does, unless the system has shut
+    /// down: then it returns false and leaves `counter` as it was, instead of trapping. For
+    /// producers on other threads that may race `shutdown()`.
+    ///
+    /// `true` means the job will run. A submission that races `shutdown()` either runs (true) or
+    /// is refused (false), never lost: docs/sleep.md, "Submissions and shutdown".
+    ///
+    /// Thread-safety: callable from any thread. Never blocks (a submission that meets the last
+    /// worker deciding to terminate waits for that decision, a few queue reads).
+    /// - Complexity: O(1); no heap allocation.
+    public func tryRun(
+        counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        _ body: @escaping @Sendable (JobContext) -> Void
+    ) -> Bool {
+        counter.increment()
+        let accepted = scheduler.trySubmit(priority: priority) { record in
+            Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
+        }
+        if !accepted { counter.decrement() }
+        return accepted
+    }
+
+    /// `tryRun(counter:priority:affinity:_:)` with a new counter: the counter, or nil when the
+    /// system has shut down.
+    ///
+    /// Thread-safety: callable from any thread. Never blocks.
+    /// - Complexity: O(1). One heap allocation (the counter).
+    public func tryRun(
+        priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        _ body: @escaping @Sendable (JobContext) -> Void
+    ) -> JobCounter? {
+        let counter = JobCounter()
+        return tryRun(counter: counter, priority: priority, affinity: affinity, body) ? counter : nil
     }
 
     /// Submits a job that calls `body(argument, context)`, adding one to `counter` now and
@@ -137,7 +174,8 @@ public final class JobSystem: @unchecked Sendable {
         argument: Int, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void
     ) {
         counter.increment()
-        scheduler.submitArgument(priority: priority, affinity: affinity, counter: counter, argument: argument, consume body)
+        scheduler.submitArgument(priority: priority, affinity: affinity, counter: counter, argument: argument,
+                                 api: "JobSystem.run(counter:argument:)", consume body)
     }
 
     /// Submits `count` jobs that run `body(index, context)` for every index in `0..<count`, and
@@ -158,7 +196,7 @@ public final class JobSystem: @unchecked Sendable {
         guard count > 0 else { return counter }
         counter.increment(by: count)
         let tickets = Swift.min(count, workerCount)
-        scheduler.submit(priority: priority, size: MemoryLayout<CountRecord>.stride) { memory in
+        scheduler.submit(priority: priority, size: MemoryLayout<CountRecord>.stride, api: "JobSystem.run(count:)") { memory in
             Execution.initializeCount(memory, count: count, tickets: tickets, body: body, counter: counter,
                                       priority: priority, affinity: affinity)
         }

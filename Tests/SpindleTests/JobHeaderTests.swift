@@ -63,10 +63,26 @@ struct JobHeaderTests {
         #expect(none.word == 0)
         #expect(none.counter == nil)
         // The masks partition the word below the kind.
-        let flags: UInt = JobHeader.priorityMask | JobHeader.pinnedBit
+        let flags: UInt = JobHeader.priorityMask | JobHeader.pinnedBit | JobHeader.takenBit
         let belowKind: UInt = (1 << JobHeader.kindShift) - 1
         #expect(JobHeader.addressMask & flags == 0)
         #expect(JobHeader.addressMask | flags == belowKind)
+    }
+
+    /// A worker's taken mark changes no field the header was made with.
+    @Test
+    func theTakenMarkLeavesTheFieldsAlone() throws {
+        let counter = JobCounter()
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<JobHeader>.stride, alignment: 16)
+        defer { memory.deallocate() }
+        memory.bindMemory(to: JobHeader.self, capacity: 1).initialize(to: JobHeader(
+            kind: .runCount, execute: Self.execute, counter: Unmanaged.passUnretained(counter), priority: .low, pinned: true))
+        #expect(JobHeader.of(memory).word & JobHeader.takenBit == 0)
+        JobHeader.markTaken(memory)
+        let header = JobHeader.of(memory)
+        #expect(header.word & JobHeader.takenBit != 0)
+        #expect(header.kind == .runCount && header.priority == .low && header.pinned)
+        #expect(header.counter?.toOpaque() == Unmanaged.passUnretained(counter).toOpaque())
     }
 
     /// The header read back from a record's memory, as workers do.

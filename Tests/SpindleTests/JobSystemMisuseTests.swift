@@ -37,7 +37,8 @@ struct JobSystemMisuseTests {
             jobs.run { _ in }
         }
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(stderr.contains("after shutdown"))
+        #expect(stderr.contains("JobSystem.run called after shutdown()"))
+        #expect(stderr.contains("tryRun"))
     }
 
     @Test
@@ -48,7 +49,56 @@ struct JobSystemMisuseTests {
             jobs.run(counter: JobCounter(), argument: 1) { _, _ in }
         }
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(stderr.contains("after shutdown"))
+        #expect(stderr.contains("JobSystem.run(counter:argument:) called after shutdown()"))
+    }
+
+    /// Each API names itself when it is used after shutdown, not `JobSystem.run`.
+    @Test
+    func aParallelLoopAfterShutdownNamesTheLoop() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 2))
+            jobs.shutdown()
+            jobs.parallelFor(0..<10_000) { _ in }
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("a parallel loop (parallelFor"), "stderr: \(stderr)")
+    }
+
+    @Test
+    func runAndWaitAfterShutdownNamesRunAndWait() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 2))
+            jobs.shutdown()
+            let graph = TaskGraph("g")
+            _ = graph.node("a") { _ in }
+            try? jobs.runAndWait(graph)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("JobSystem.runAndWait(_:) called after shutdown()"), "stderr: \(stderr)")
+    }
+
+    @Test
+    func pipelineStartAfterShutdownNamesPipelineStart() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 2))
+            jobs.shutdown()
+            let pipeline = Pipeline<Int>("p")
+            pipeline.source.sink("s") { _ in }
+            _ = try? pipeline.start(on: jobs)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("Pipeline.start(on:) called after the JobSystem's shutdown()"), "stderr: \(stderr)")
+    }
+
+    @Test
+    func runCountAfterShutdownNamesRunCount() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 2))
+            jobs.shutdown()
+            jobs.run(count: 10) { _, _ in }
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("JobSystem.run(count:) called after shutdown()"), "stderr: \(stderr)")
     }
 
     @Test

@@ -40,7 +40,11 @@ struct SleepStateTests {
         func parkedFibers() -> Int { parked.load(ordering: .sequentiallyConsistent) }
         var isShutdownRequested: Bool { shutdown.load(ordering: .sequentiallyConsistent) }
         var isTerminated: Bool { terminatedFlag.load(ordering: .sequentiallyConsistent) }
-        func markTerminated() { terminatedFlag.store(true, ordering: .sequentiallyConsistent) }
+        func closeForTermination() -> Bool {
+            guard !work.load(ordering: .sequentiallyConsistent) else { return false }
+            terminatedFlag.store(true, ordering: .sequentiallyConsistent)
+            return true
+        }
         func workerSlept(_ index: Int, woke: Bool) {
             if woke {
                 wakeups.wrappingAdd(1, ordering: .relaxed)

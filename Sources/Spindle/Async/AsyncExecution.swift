@@ -14,19 +14,20 @@ struct AsyncRecord: JobRecordKind {
 extension Scheduler {
     /// Queues `body` as a job that no counter tracks (its completion is signalled by the body
     /// itself, e.g. by resuming a continuation).
-    func submitUncounted(priority: Priority, _ body: __owned @escaping @Sendable (JobContext) -> Void) {
-        submitRun(priority: priority, affinity: .migratable, counter: nil, body)
+    func submitUncounted(priority: Priority, api: StaticString, _ body: __owned @escaping @Sendable (JobContext) -> Void) {
+        submitRun(priority: priority, affinity: .migratable, counter: nil, api: api, body)
     }
 
     /// Queues a partial task: on the calling worker's deque when the caller is one of this
     /// system's workers (a job, or a task running on the executor), else on the injection queue.
-    func submitAsync(_ job: UnownedJob, executor: UnownedTaskExecutor, priority: Priority) {
+    /// Returns false, queuing nothing that will run, when the system has shut down.
+    func submitAsync(_ job: UnownedJob, executor: UnownedTaskExecutor, priority: Priority) -> Bool {
         let initialize = { (memory: UnsafeMutableRawPointer) in
             memory.bindMemory(to: AsyncRecord.self, capacity: 1).initialize(to: AsyncRecord(
                 header: JobHeader(for: AsyncRecord.self, counter: nil, priority: priority, pinned: false),
                 job: job, executor: executor))
         }
-        submit(priority: priority, size: MemoryLayout<AsyncRecord>.stride, initialize)
+        return trySubmit(priority: priority, size: MemoryLayout<AsyncRecord>.stride, initialize)
     }
 
     /// Runs a partial task on the fiber running the worker loop. The task runs until its next

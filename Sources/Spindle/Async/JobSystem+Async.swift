@@ -70,7 +70,7 @@ extension JobSystem {
         let flag = CancellationFlag()
         let result: Result<Value, Failure> = await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<Value, Failure>, Never>) in
-                scheduler.submitUncounted(priority: priority) { job in
+                scheduler.submitUncounted(priority: priority, api: "JobSystem.compute") { job in
                     let context = ComputeContext(job: job, flag: flag)
                     let result: Result<Value, Failure>
                     do throws(Failure) {
@@ -99,7 +99,7 @@ extension JobSystem {
     public func wait(for counter: JobCounter) async {
         if counter.isComplete { return }
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            scheduler.submitUncounted(priority: .high) { job in
+            scheduler.submitUncounted(priority: .high, api: "JobSystem.wait(for:) (async)") { job in
                 job.wait(for: counter)
                 continuation.resume()
             }
@@ -122,12 +122,17 @@ extension JobSystem: TaskExecutor {
     /// trap, and `await jobs.wait(for:)` or `try await jobs.compute { … }` take their place
     /// (docs/async.md).
     ///
+    /// After `shutdown()`, a task that still prefers this executor is not lost: its partial
+    /// tasks go to Swift's global concurrent executor instead (a task whose preference outlives
+    /// the system keeps running, off the workers).
+    ///
     /// Thread-safety: callable from any thread. Never blocks.
-    /// - Precondition: `shutdown()` has not been called, unless the caller is one of the
-    ///   system's workers (tasks may keep running while the system drains).
     /// - Complexity: O(1); no heap allocation (records come from the frame allocators).
     public func enqueue(_ job: consuming ExecutorJob) {
         let priority = Priority(job.priority)
-        scheduler.submitAsync(UnownedJob(job), executor: asUnownedTaskExecutor(), priority: priority)
+        let unowned = UnownedJob(job)
+        if !scheduler.submitAsync(unowned, executor: asUnownedTaskExecutor(), priority: priority) {
+            globalConcurrentExecutor.enqueue(unowned)
+        }
     }
 }

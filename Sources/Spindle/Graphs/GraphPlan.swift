@@ -318,8 +318,13 @@ extension JobSystem {
     ///   change. No heap allocation once compiled.
     @discardableResult
     public func run(_ graph: TaskGraph) -> JobCounter {
+        run(graph, api: "JobSystem.run(_:) of a TaskGraph")
+    }
+
+    /// `run(_:)` naming the public call `api` in its misuse messages.
+    func run(_ graph: TaskGraph, api: StaticString) -> JobCounter {
         GraphExecution.launch(graph) { priority, initialize in
-            scheduler.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride, initialize)
+            scheduler.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride, api: api, initialize)
         }
     }
 
@@ -329,7 +334,7 @@ extension JobSystem {
     /// - Throws: the run's `TaskGraph.NodeFailure` if a node threw.
     /// - Precondition: as for `run(_:)` and `wait(for:)`.
     public func runAndWait(_ graph: TaskGraph) throws(TaskGraph.NodeFailure) {
-        wait(for: run(graph))
+        wait(for: run(graph, api: "JobSystem.runAndWait(_:)"))
         if let failure = graph.lastFailure { throw failure }
     }
 }

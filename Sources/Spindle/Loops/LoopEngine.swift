@@ -122,7 +122,7 @@ struct LoopEngine: Sendable {
         withRecordedEntry(entry) { address in
             let counter = JobCounter()
             counter.increment()
-            scheduler.submit(priority: .normal) { record in
+            scheduler.submit(priority: .normal, api: "a parallel loop (parallelFor, parallelMap, parallelReduce, parallelForEach)") { record in
                 Execution.initializeRun(record, body: { context in
                     spindle_closure_invoke(address.words, UnsafeMutableRawPointer(context.state))
                 }, counter: counter, priority: .normal, affinity: .migratable)
@@ -153,7 +153,7 @@ struct LoopEngine: Sendable {
             counter.increment(by: nonEmpty.count)
             for block in nonEmpty {
                 let lower = block.range.lowerBound, upper = block.range.upperBound
-                scheduler.submit(toNode: block.node, priority: .normal) { record in
+                scheduler.submit(toNode: block.node, priority: .normal, api: "parallelForChunks(over:) of a NumaBuffer") { record in
                     Execution.initializeRun(record, body: { context in
                         var argument = BlockArgument(state: context.state, lower: lower, upper: upper)
                         withUnsafeMutableBytes(of: &argument) { spindle_closure_invoke(address.words, $0.baseAddress!) }

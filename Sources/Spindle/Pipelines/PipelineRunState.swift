@@ -61,6 +61,7 @@ final class PipelineBuilder: @unchecked Sendable {
     }
 
     func start(on jobs: JobSystem) throws(PipelineError) -> PipelineRunState {
+        require(!jobs.isShutDown, "Pipeline.start(on:) called after the JobSystem's shutdown(): start pipelines before shutting down")
         let (stages, edges) = lock.withLock { (self.stages, self.edges) }
         guard !stages.isEmpty else { throw .emptyPipeline(pipeline: name) }
         for (index, stage) in stages.enumerated() where !stage.isSink && !edges.contains(where: { $0.from == index }) {
@@ -92,7 +93,9 @@ final class PipelineBuilder: @unchecked Sendable {
         for (stage, loop) in loops {
             switch stage.execution {
             case .shared:
-                jobs.run(counter: run.jobCounter) { _ in
+                run.jobCounter.increment()
+                jobs.scheduler.submitRun(priority: .normal, affinity: .migratable, counter: run.jobCounter,
+                                         api: "Pipeline.start(on:)") { _ in
                     loop()
                     run.stageFinished()
                 }

@@ -82,89 +82,153 @@ extension Scheduler {
         return .outside
     }
 
-    /// Memory for a record from the arena of `route`'s thread. Traps after shutdown (outside).
-    @inline(__always)
-    func allocateRecord(size: Int, on route: Route) -> UnsafeMutableRawPointer {
-        switch route {
-        case .worker(let worker): worker.allocateRecord(size: size)
-        case .outside: allocateOutsideRecord(size: size)
-        }
-    }
-
-    /// Queues a filled record on `route`'s queue and runs the wake check ("Posting work",
-    /// docs/sleep.md).
-    @inline(__always)
-    func queue(_ record: UnsafeMutableRawPointer, priority: Priority, on route: Route) {
-        switch route {
-        case .worker(let worker):
-            // `post` runs the wake check itself.
-            worker.post(Token.record(record), priority: priority)
-        case .outside:
-            injectionRefs[priority.index]._withUnsafeGuaranteedRef { $0.push(record) }
-            sleep.workPublished(self)
-        }
-    }
-
     /// Allocates a record of `size` bytes from the caller's arena, lets `initialize` fill it, and
-    /// queues it (`route()`). Any thread; never blocks.
+    /// queues it (`route()`). Any thread; never blocks. From outside the system after
+    /// `shutdown()`, or racing it and losing, it traps with a message naming `api`, the public
+    /// call (docs/sleep.md, "Submissions and shutdown").
     @inline(__always)
-    func submit(priority: Priority, size: Int = MemoryLayout<RunRecord>.stride,
+    func submit(priority: Priority, size: Int = MemoryLayout<RunRecord>.stride, api: StaticString,
                 _ initialize: (UnsafeMutableRawPointer) -> Void) {
-        let route = route()
-        let record = allocateRecord(size: size, on: route)
-        initialize(record)
-        queue(record, priority: priority, on: route)
+        switch route() {
+        case .worker(let worker):
+            worker.submit(priority: priority, size: size, initialize)
+        case .outside:
+            let record = outsideRecord(size: size, api: api)
+            initialize(record)
+            if !pushFromOutside(record, priority: priority) { lostToShutdown(api) }
+        }
+    }
+
+    /// `submit` that refuses instead of trapping: false when the system has shut down (nothing
+    /// was queued, or what was queued will never run and `initialize`'s record is discarded at
+    /// the system's end). True: the job will run.
+    @inline(__always)
+    func trySubmit(priority: Priority, size: Int = MemoryLayout<RunRecord>.stride,
+                   _ initialize: (UnsafeMutableRawPointer) -> Void) -> Bool {
+        switch route() {
+        case .worker(let worker):
+            worker.submit(priority: priority, size: size, initialize)
+            return true
+        case .outside:
+            guard let record = allocateOutsideRecord(size: size) else { return false }
+            initialize(record)
+            return pushFromOutside(record, priority: priority)
+        }
     }
 
     /// Submits a `run` job: `submit` for a body passed at +1, which moves into the record
     /// instead of being retained there and released by the caller (a retain and release pair
     /// per job, measured in W6; docs/scheduler.md, "Job records").
     @inline(__always)
-    func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?,
+    func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?, api: StaticString,
                    _ body: consuming @escaping @Sendable (JobContext) -> Void) {
-        let route = route()
-        let record = allocateRecord(size: MemoryLayout<RunRecord>.stride, on: route)
-        Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
-        queue(record, priority: priority, on: route)
+        switch route() {
+        case .worker(let worker):
+            let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
+            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+            worker.post(Token.record(record), priority: priority)
+        case .outside:
+            let record = outsideRecord(size: MemoryLayout<RunRecord>.stride, api: api)
+            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+            if !pushFromOutside(record, priority: priority) { lostToShutdown(api) }
+        }
     }
 
     /// Submits a `run(counter:argument:)` job, its body moved in like `submitRun`'s.
     @inline(__always)
     func submitArgument(priority: Priority, affinity: JobAffinity, counter: JobCounter?, argument: Int,
-                        _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
-        let route = route()
-        let record = allocateRecord(size: MemoryLayout<ArgumentRecord>.stride, on: route)
-        Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
-                                     priority: priority, affinity: affinity)
-        queue(record, priority: priority, on: route)
+                        api: StaticString, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
+        switch route() {
+        case .worker(let worker):
+            let record = worker.allocateRecord(size: MemoryLayout<ArgumentRecord>.stride)
+            Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
+                                         priority: priority, affinity: affinity)
+            worker.post(Token.record(record), priority: priority)
+        case .outside:
+            let record = outsideRecord(size: MemoryLayout<ArgumentRecord>.stride, api: api)
+            Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
+                                         priority: priority, affinity: affinity)
+            if !pushFromOutside(record, priority: priority) { lostToShutdown(api) }
+        }
     }
 
     /// Submits a job that only workers of node `node` (an index into `topology.nodes`) start,
     /// and wakes one of them if they all sleep. With one node: an ordinary submission.
-    func submit(toNode node: Int, priority: Priority, size: Int = MemoryLayout<RunRecord>.stride,
+    func submit(toNode node: Int, priority: Priority, size: Int = MemoryLayout<RunRecord>.stride, api: StaticString,
                 _ initialize: (UnsafeMutableRawPointer) -> Void) {
         // One node, or a node without workers (fewer workers than nodes): anyone may take it.
-        guard multiNode, !nodeWorkers[node].isEmpty else { return submit(priority: priority, size: size, initialize) }
-        let record: UnsafeMutableRawPointer
-        if let worker = currentWorker() {
-            record = worker.allocateLinkedRecord(size: size)
-        } else {
-            record = allocateOutsideRecord(size: size)
-        }
+        guard multiNode, !nodeWorkers[node].isEmpty else { return submit(priority: priority, size: size, api: api, initialize) }
+        let worker = currentWorker()
+        let record = worker?.allocateLinkedRecord(size: size) ?? outsideRecord(size: size, api: api)
         initialize(record)
         // The push's sequentially consistent exchange orders it before the read of the sleeping
         // mask; no fence (docs/sleep.md, "Posting work").
         nodeQueueRefs[node]._withUnsafeGuaranteedRef { $0.push(record) }
         sleep.wakeOne(among: nodeWorkers[node], self)
+        if worker == nil && !outsidePushSurvived(record) { lostToShutdown(api) }
     }
 
     /// Memory for a job record submitted from a thread outside the system (its submitter
     /// arena, chunks of node 0), with the link word in front of it that the injection queue
-    /// uses. Traps after shutdown.
-    func allocateOutsideRecord(size: Int) -> UnsafeMutableRawPointer {
-        require(!shutdownRequested.load(ordering: .relaxed),
-                "JobSystem.run called after shutdown(): the system no longer accepts work from outside; submit before shutting down")
+    /// uses; nil once `shutdown()` was called.
+    @inline(__always)
+    func allocateOutsideRecord(size: Int) -> UnsafeMutableRawPointer? {
+        guard !shutdownRequested.load(ordering: .relaxed) else { return nil }
         return submitter().pointee.arena.allocateLinked(size: size, pool: Unmanaged.passUnretained(chunkPools[0]))
+    }
+
+    /// Queues an outside record on the injection queue of `priority` and runs the wake check.
+    /// Returns false if the system terminated without seeing it (it raced `shutdown()`; the
+    /// record stays queued and is discarded at the system's end): "Submissions and shutdown",
+    /// docs/sleep.md.
+    @inline(__always)
+    func pushFromOutside(_ record: UnsafeMutableRawPointer, priority: Priority) -> Bool {
+        injectionRefs[priority.index]._withUnsafeGuaranteedRef { $0.push(record) }
+        sleep.workPublished(self)
+        return outsidePushSurvived(record)
+    }
+
+    /// The submitter's half of "Submissions and shutdown" (docs/sleep.md), after it pushed
+    /// `record` (a sequentially consistent exchange): while no termination is being decided, the
+    /// job will run (a terminator that starts later sees the push, or a worker took it). While
+    /// one is, wait for the verdict: `closing` coming down means the system goes on; if it
+    /// terminated, the job ran exactly when a worker took the record.
+    @inline(__always)
+    func outsidePushSurvived(_ record: UnsafeMutableRawPointer) -> Bool {
+        // Sequentially consistent: the load side of the Dekker pair with the terminator's
+        // store of `closing` and its last look.
+        guard closing.load(ordering: .sequentiallyConsistent) else { return true }
+        return awaitClosingVerdict(record)
+    }
+
+    @inline(never)
+    private func awaitClosingVerdict(_ record: UnsafeMutableRawPointer) -> Bool {
+        while closing.load(ordering: .sequentiallyConsistent) {
+            // Acquiring: the terminator set `terminated` after every worker had gone to sleep,
+            // so a worker's mark on the record is visible here.
+            if terminated.load(ordering: .acquiring) {
+                return JobHeader.of(record).word & JobHeader.takenBit != 0
+            }
+            yieldCPU()
+        }
+        return true
+    }
+
+    /// `allocateOutsideRecord` that traps after shutdown, naming `api`.
+    @inline(__always)
+    private func outsideRecord(size: Int, api: StaticString) -> UnsafeMutableRawPointer {
+        guard let record = allocateOutsideRecord(size: size) else { refuseAfterShutdown(api) }
+        return record
+    }
+
+    @inline(never)
+    private func refuseAfterShutdown(_ api: StaticString) -> Never {
+        misuse("\(api) called after shutdown(): the system no longer accepts work from outside its jobs; submit before shutting down, or use tryRun, which returns false instead")
+    }
+
+    @inline(never)
+    private func lostToShutdown(_ api: StaticString) -> Never {
+        misuse("\(api) raced shutdown() and lost: the system had finished its last job when this one arrived, so it will never run; submit before shutting down, or use tryRun, which returns false instead")
     }
 
     /// The calling outside thread's submitter state, created on first use.

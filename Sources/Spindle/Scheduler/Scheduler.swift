@@ -54,6 +54,9 @@ final class Scheduler: @unchecked Sendable {
     let shutdownRequested = Atomic<Bool>(false)
     /// Set by the last worker to fall asleep after shutdown was requested with no work left.
     let terminated = Atomic<Bool>(false)
+    /// Raised while that worker decides to terminate, and left raised once it did: an outside
+    /// submission that sees it waits for the verdict (docs/sleep.md, "Submissions and shutdown").
+    let closing = Atomic<Bool>(false)
     /// Spare fibers beyond what a worker keeps (any worker may take them).
     var sharedSpares: UnsafeMutablePointer<FiberState>?
     private var threads: [pthread_t] = []
@@ -126,6 +129,11 @@ final class Scheduler: @unchecked Sendable {
     }
 
     deinit {
+        // Records an outside submission left after the system terminated never run: release
+        // what they hold (docs/sleep.md, "Submissions and shutdown").
+        for queue in injection + nodeQueues {
+            while queue.take(limit: .max, { Execution.discardUnrun($0) }) > 0 {}
+        }
         for index in 0..<workerCount {
             let worker = workers[index]
             worker.pointee.local.pointee.ownerThread = 0

@@ -221,6 +221,26 @@ enum Execution {
         }
     }
 
+    // MARK: Records that never run
+
+    /// Releases what a record of the core's own kinds holds (its closure) without running it: a
+    /// record stranded on an injection queue by an outside submission that lost the race with
+    /// termination (`Scheduler.trySubmit` returned false; docs/sleep.md, "Submissions and
+    /// shutdown"). Other kinds hold nothing to release here (a partial task was handed to
+    /// another executor; graph launches trap instead of refusing).
+    static func discardUnrun(_ record: UnsafeMutableRawPointer) {
+        switch JobHeader.of(record).kind {
+        case .run:
+            (record + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: RunBody.self).deinitialize(count: 1)
+        case .runArgument:
+            (record + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: ArgumentBody.self).deinitialize(count: 1)
+        case .runCount:
+            record.assumingMemoryBound(to: CountRecord.self).deinitialize(count: 1)
+        case .join, .graphNode, .asyncTask:
+            break
+        }
+    }
+
     // MARK: Record states
 
     /// With SPINDLE_INTERNAL_CHECKS, marks a record whose job has finished (queued → running →

@@ -73,9 +73,13 @@ struct JobHeader {
 
     @usableFromInline static let priorityMask: UInt = 0b11
     @usableFromInline static let pinnedBit: UInt = 0b100
+    /// Set by the worker that takes a record off an injection or node queue: tells an outside
+    /// submitter that raced termination whether its job was taken (docs/sleep.md,
+    /// "Submissions and shutdown").
+    @usableFromInline static let takenBit: UInt = 0b1000
     @usableFromInline static let kindShift: UInt = 56
     /// The bits of `word` that hold the counter's address.
-    @usableFromInline static let addressMask: UInt = ((1 << kindShift) - 1) & ~(priorityMask | pinnedBit)
+    @usableFromInline static let addressMask: UInt = ((1 << kindShift) - 1) & ~(priorityMask | pinnedBit | takenBit)
 
     /// The header of a record of `kind` executed by `execute`.
     @inlinable
@@ -108,6 +112,14 @@ struct JobHeader {
     @inlinable var pinned: Bool { word & JobHeader.pinnedBit != 0 }
     @inlinable var kind: JobKind {
         unsafeBitCast(UInt8(truncatingIfNeeded: word >> JobHeader.kindShift), to: JobKind.self)
+    }
+
+    /// Marks the record at `record` as taken off a linked queue by a worker (`takenBit`). The
+    /// taking worker only; the word is plain memory, published to the submitter by the sleep
+    /// protocol's sequentially consistent operations that follow.
+    @inline(__always)
+    static func markTaken(_ record: UnsafeMutableRawPointer) {
+        record.assumingMemoryBound(to: JobHeader.self).pointee.word |= takenBit
     }
 
     /// The header of the record at `record`.

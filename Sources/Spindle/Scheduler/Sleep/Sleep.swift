@@ -32,8 +32,10 @@ protocol SleepEnvironment: AnyObject {
     var isShutdownRequested: Bool { get }
     /// The system has terminated (every worker leaves its loop).
     var isTerminated: Bool { get }
-    /// Records termination.
-    func markTerminated()
+    /// "Submissions and shutdown": raises `closing` unless another worker holds it, runs the
+    /// termination check once more, and terminates (true) if it still passes; otherwise lowers
+    /// `closing` again (false). False also when another worker is deciding or has decided.
+    func closeForTermination() -> Bool
     /// Worker `index` goes to sleep (`woke: false`) or woke up (`woke: true`): metrics.
     func workerSlept(_ index: Int, woke: Bool)
 }
@@ -272,10 +274,16 @@ final class SleepState: @unchecked Sendable {
             return scheduler.isTerminated ? nil : SearchToken(worker: index)
         }
         if terminationCheck(scheduler) {
-            scheduler.markTerminated()
+            // "Submissions and shutdown": an outside submission that checked for shutdown
+            // before it was requested may be pushing now; closing first makes it wait for the
+            // verdict, and the last look sees its push if it came before.
+            if scheduler.closeForTermination() {
+                leave(index, bit: bit, word: word)
+                wakeAll(scheduler)
+                return nil
+            }
             leave(index, bit: bit, word: word)
-            wakeAll(scheduler)
-            return nil
+            return SearchToken(worker: index)
         }
         // Step 5: sleep until a waker stores 0 (spurious returns just wait again).
         scheduler.workerSlept(index, woke: false)
@@ -320,7 +328,26 @@ extension Scheduler: SleepEnvironment {
 
     var isShutdownRequested: Bool { shutdownRequested.load(ordering: .sequentiallyConsistent) }
     var isTerminated: Bool { terminated.load(ordering: .acquiring) }
-    func markTerminated() { terminated.store(true, ordering: .sequentiallyConsistent) }
+
+    func closeForTermination() -> Bool {
+        // Sequentially consistent: the store side of the Dekker pair with a submitter's push
+        // and its load of `closing` (`outsidePushSurvived`). One decider at a time: a worker
+        // that finds `closing` raised leaves the decision to its holder, which alone may lower
+        // it, and never after it terminated. Then the whole termination check once more: a
+        // queue holding a record pushed before, or a worker woken by that push.
+        guard closing.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged else {
+            return false
+        }
+        if SleepState.awake(sleep.activityWord.pointee.load(ordering: .sequentiallyConsistent)) != 0
+            || parkedFibers() != 0 || anyQueuedWork() || anyNodeQueuedWork()
+            || SleepState.awake(sleep.activityWord.pointee.load(ordering: .sequentiallyConsistent)) != 0 {
+            closing.store(false, ordering: .sequentiallyConsistent)
+            return false
+        }
+        // Set while `closing` is still raised: a waiting submitter then reads the verdict.
+        terminated.store(true, ordering: .sequentiallyConsistent)
+        return true
+    }
 
     func workerSlept(_ index: Int, woke: Bool) {
         workers[index].count(woke ? .wakeups : .sleeps)

@@ -107,6 +107,7 @@ extension Scheduler {
         var first: UInt?
         let taken = injectionRefs[priority.index]._withUnsafeGuaranteedRef { queue in
             queue.take(limit: Scheduler.injectionBatch) { record in
+                JobHeader.markTaken(record)
                 if first == nil {
                     first = Token.record(record)
                 } else {
@@ -123,7 +124,10 @@ extension Scheduler {
     private func takeNodeWork(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         nodeQueueRefs[workerNodes[worker.pointee.index]]._withUnsafeGuaranteedRef { queue in
             var taken: UInt?
-            _ = queue.take(limit: 1) { record in taken = Token.record(record) }
+            _ = queue.take(limit: 1) { record in
+                JobHeader.markTaken(record)
+                taken = Token.record(record)
+            }
             return taken
         }
     }
