@@ -97,6 +97,30 @@ struct AsyncBridgeTests {
         jobs.shutdown()
     }
 
+    /// `compute` runs its job at the awaiting task's priority unless told otherwise. Each task is
+    /// detached and waited for with a semaphore, not awaited: awaiting a task's value raises its
+    /// priority to the awaiting task's.
+    @Test(arguments: workerCounts)
+    func computeTakesTheAwaitingTasksPriority(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        let cases: [(TaskPriority, Priority?, Priority)] = [
+            (.high, nil, .high), (.userInitiated, nil, .high), (.medium, nil, .normal),
+            (.low, nil, .low), (.utility, nil, .low), (.background, nil, .low),
+            (.background, .high, .high),   // an explicit priority wins over the task's
+        ]
+        for (taskPriority, explicit, expected) in cases {
+            let seen = ResultBox<Priority>()
+            let done = DispatchSemaphore(value: 0)
+            Task.detached(priority: taskPriority) {
+                seen.value = await jobs.compute(priority: explicit) { ctx in ctx.job.priority }
+                done.signal()
+            }
+            #expect(done.wait(timeout: .now() + .seconds(60)) == .success, "compute from a \(taskPriority) task did not return")
+            #expect(seen.value == expected, "a task of priority \(taskPriority) ran its job at \(String(describing: seen.value))")
+        }
+        jobs.shutdown()
+    }
+
     @Test
     func computeRethrowsTheBodysErrorWithItsType() throws {
         let jobs = try makeSystem(workers: 2)

@@ -55,9 +55,18 @@ extension Priority {
     /// The Spindle priority of a Swift task priority: `.high` and `.userInitiated` (25 and
     /// above) are high, `.medium` normal, `.low`, `.utility` and `.background` (17 and below) low.
     init(_ priority: JobPriority) {
-        switch priority.rawValue {
+        self.init(taskPriorityValue: priority.rawValue)
+    }
+
+    /// The Spindle priority of a task's priority, by the same rule.
+    init(_ priority: TaskPriority) {
+        self.init(taskPriorityValue: priority.rawValue)
+    }
+
+    private init(taskPriorityValue value: UInt8) {
+        switch value {
         case 25...: self = .high
-        case ...17 where priority.rawValue != 0: self = .low
+        case ...17 where value != 0: self = .low
         default: self = .normal
         }
     }

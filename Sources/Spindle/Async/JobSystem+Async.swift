@@ -59,14 +59,19 @@ extension JobSystem {
     /// whether to stop (by throwing, e.g. `checkCancellation()`, or returning early). An error
     /// thrown by `body` is rethrown to the awaiting task with its type.
     ///
+    /// - Parameter priority: the job's priority; by default (nil) the awaiting task's
+    ///   (`.high`/`.userInitiated` high, `.medium` normal, `.low`, `.utility`, `.background`
+    ///   low), so a server's urgent requests are not queued behind its background work.
+    ///
     /// Thread-safety: callable from any task or thread. Suspends the caller; never blocks.
     /// - Precondition: `shutdown()` has not been called.
     /// - Complexity: one job; two small heap allocations per call (the job's closure context
     ///   and the cancellation flag).
     public func compute<Value: Sendable, Failure: Error>(
-        priority: Priority = .normal,
+        priority: Priority? = nil,
         _ body: @escaping @Sendable (ComputeContext) throws(Failure) -> Value
     ) async throws(Failure) -> Value {
+        let priority = priority ?? Priority(Task.currentPriority)
         let flag = CancellationFlag()
         let result: Result<Value, Failure> = await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<Value, Failure>, Never>) in
