@@ -15,6 +15,8 @@ enum Suites {
         PipelineSuite.register(&registry)
         AsyncSuite.register(&registry)
         TraceSuite.register(&registry)
+        FrameSuite.register(&registry)
+        OffloadSuite.register(&registry)
         if ProcessInfo.processInfo.environment["SPINDLE_BENCH_SELFTEST"] == "1" {
             // For the CLI's own tests: a benchmark whose check value is always wrong.
             registry.register(Benchmark(BenchmarkID(group: "selftest", name: "wrong-check")) { _ in

@@ -17,6 +17,7 @@ enum DefaultSelection {
         "W6-chain/spindle-argument", "W6-chain/dispatch-async",
         "W7-nested/spindle-chunks", "W7-nested/dispatch-concurrentPerform-chunks", "W7-nested/serial",
         "pipeline/spindle", "pipeline/dispatch-batched",
+        "frame/spindle", "frame/dispatch",
         "wake/spindle-parked-worker", "wake/bare-futex",
     ]
 

@@ -85,6 +85,16 @@ struct SpindleBench: ParsableCommand {
     @Flag(help: "After each benchmark, measure the process's CPU use over the next second (idle burn).")
     var idleCPU = false
 
+    @Flag(help: "Add what the kernel's scheduler did to the benchmark's threads to each note: run delay (time ready but waiting for a CPU) over CPU time, CPUs used, timeslices per second (/proc/self/task/*/schedstat).")
+    var schedStats = false
+
+    @Option(help: "Comma-separated numbers of busy competing processes (e.g. 1,2): each benchmark is measured quiet, then beside each number of busy processes, and reports its slowdown.")
+    var backgroundLoad: String?
+
+    /// The mode of the busy processes `--background-load` starts.
+    @Flag(help: .hidden)
+    var burn = false
+
     @Flag(inversion: .prefixedNo,
           help: "Before the first sample and after each, time a cache-line hand-off between the first and last CPU, and flag samples taken while it was slow (needs two CPUs).")
     var handoffProbe = true
@@ -103,6 +113,17 @@ struct SpindleBench: ParsableCommand {
         if let noiseThreshold, !(noiseThreshold >= 0) { throw ValidationError("--noise-threshold must be zero or more (got \(noiseThreshold))") }
         if let significanceLevel, !(significanceLevel > 0 && significanceLevel < 1) { throw ValidationError("--significance-level must be strictly between 0 and 1 (got \(significanceLevel))") }
         _ = try threadCounts()
+        _ = try loadLevels()
+    }
+
+    func loadLevels() throws -> [Int] {
+        guard let backgroundLoad else { return [] }
+        let parts = backgroundLoad.split(separator: ",", omittingEmptySubsequences: false)
+        let levels = parts.map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, levels.allSatisfy({ ($0 ?? 0) > 0 && ($0 ?? 0) <= BackgroundLoad.maximum }) else {
+            throw ValidationError("--background-load takes comma-separated numbers of busy processes from 1 to \(BackgroundLoad.maximum), such as 1,2 (got '\(backgroundLoad)')")
+        }
+        return levels.map { $0! }
     }
 
     func threadCounts() throws -> [Int]? {
@@ -159,6 +180,7 @@ struct SpindleBench: ParsableCommand {
     }
 
     mutating func run() throws {
+        if burn { BackgroundLoad.burn() }
         _ = try? ProcessCPUs.all()  // before any benchmark pins the main thread
         var registry = BenchmarkRegistry()
         Suites.registerAll(&registry)
@@ -213,8 +235,13 @@ struct SpindleBench: ParsableCommand {
             }
         }
         let sweep = try threadCounts()
+        let levels = try loadLevels()
         let probe: (() -> Double?)? = handoffProbe && allowed > 1 ? { HandoffProbe.measure() } : nil
         let runs = benchmarks.reduce(0) { $0 + ($1.sweepsThreads ? (sweep?.count ?? 1) : 1) }
+        if !levels.isEmpty {
+            Console.note("background load: each benchmark quiet, then beside " + levels.map(String.init).joined(separator: " and ")
+                + " busy processes (stopped after each measurement, and on exit)")
+        }
         if filter == nil && !all {
             Console.note("running the default selection (\(runs) benchmarks); --all runs all \(registry.benchmarks.count), --list shows them")
         }
@@ -227,13 +254,18 @@ struct SpindleBench: ParsableCommand {
         for benchmark in benchmarks {
             let counts: [Int?] = benchmark.sweepsThreads ? (sweep ?? [allowed]).map { $0 } : [nil]
             for threads in counts {
-                defer { completed += 1 }
+              defer { completed += 1 }
+              for load in [nil] + levels.map(Optional.some) {
+                if let load { try BackgroundLoad.start(load) }
+                defer { BackgroundLoad.stop() }
                 let samples: Samples
+                let schedBefore = schedStats ? SchedStats.snapshot() : nil
+                let startTime = SpindleBenchKit.Clock.nanoseconds()
                 do {
                     samples = try runner.measure(benchmark, threads: threads)
                 } catch let failure as BenchmarkCheckFailure {
                     Console.clearProgress()
-                    let message = "FAILED \(Format.label(benchmark.id, threads: threads)): \(failure.message)"
+                    let message = "FAILED \(Format.label(benchmark.id, threads: threads))\(load.map { " beside \($0) busy processes" } ?? ""): \(failure.message)"
                     Console.error(message)
                     failures.append(message)
                     continue
@@ -245,6 +277,11 @@ struct SpindleBench: ParsableCommand {
                 }
                 var result = BenchmarkResult(analysis: Analysis(samples, settings: settings), throughput: benchmark.throughput,
                                              note: benchmark.note)
+                result.backgroundLoad = load
+                if let schedBefore {
+                    let text = SchedStats.snapshot().summary(since: schedBefore, elapsed: SpindleBenchKit.Clock.nanoseconds() &- startTime)
+                    result.note = (result.note.map { $0 + "; " } ?? "") + text
+                }
                 if idleCPU { result.idleCPUPercent = measureIdleCPU() }
                 if let handoff = result.handoff {
                     let fastest = Swift.min(handoffFastest ?? handoff.fastest, handoff.fastest)
@@ -257,7 +294,7 @@ struct SpindleBench: ParsableCommand {
                             + "(\(Format.time(fastest))); where this benchmark passes work between CPUs, those samples are not comparable with the others")
                     }
                 }
-                if let file = baselineFile, let entry = file.entry(id: benchmark.id, threads: threads) {
+                if load == nil, let file = baselineFile, let entry = file.entry(id: benchmark.id, threads: threads) {
                     result.comparison = Comparison(baseline: file.name, old: entry.perIteration, new: samples.perIteration,
                                                    settings: settings)
                 }
@@ -268,12 +305,16 @@ struct SpindleBench: ParsableCommand {
                 case .markdown, .jmh: break
                 }
                 fflush(nil)  // all streams: stdout is not concurrency-safe to name in Swift 6
+              }
             }
         }
         WorkloadSuite.annotateW5(&results, cores: allowed)
         PipelineSuite.annotate(&results)
+        OffloadSuite.annotate(&results)
+        let loadNote = levels.isEmpty ? "" : " Background load: each benchmark measured quiet, then beside "
+            + levels.map(String.init).joined(separator: " and ") + " busy competing processes (--background-load)."
         if format == .markdown {
-            print("Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\n")
+            print("Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\(loadNote)\n")
             print(MarkdownReport.render(results))
         }
         if format == .jmh {
@@ -281,7 +322,7 @@ struct SpindleBench: ParsableCommand {
         }
         if let html {
             do {
-                try HTMLReport.write(results, title: "Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).", to: html)
+                try HTMLReport.write(results, title: "Machine: \(fingerprint). Samples per benchmark: \(settings.sampleSize).\(loadNote)", to: html)
                 Console.note("wrote \(html)/index.html")
             } catch {
                 Console.error(error.description)

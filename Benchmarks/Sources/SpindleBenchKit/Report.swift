@@ -15,6 +15,9 @@ public struct BenchmarkResult: Sendable, Codable {
     public var handoff: HandoffReadings? { analysis.samples.handoffs.map(HandoffReadings.init) }
     /// Mallocs per iteration, when counted (an untimed pass; see AllocationCounter).
     public var mallocsPerIteration: Double? { analysis.samples.mallocsPerIteration }
+    /// The number of busy competing processes that ran beside the samples (spindle-bench's
+    /// `--background-load`); nil: measured quiet.
+    public var backgroundLoad: Int?
 
     public init(analysis: Analysis, throughput: Throughput?, note: String?, comparison: Comparison? = nil) {
         self.analysis = analysis
@@ -25,6 +28,11 @@ public struct BenchmarkResult: Sendable, Codable {
 
     public var id: BenchmarkID { analysis.samples.id }
     public var threads: Int? { analysis.samples.threads }
+
+    /// The quiet result of the same benchmark at the same worker count, among `results`.
+    public func quiet(in results: [BenchmarkResult]) -> BenchmarkResult? {
+        results.first { $0.id == id && $0.threads == threads && $0.backgroundLoad == nil }
+    }
 }
 
 /// Nanoseconds for one cache line to pass from one CPU to another, probed before a benchmark's
@@ -224,14 +232,17 @@ public enum MarkdownReport {
             let showMallocs = members.contains { $0.mallocsPerIteration != nil }
             let showIdle = members.contains { $0.idleCPUPercent != nil }
             let showHandoff = members.contains { $0.handoff != nil }
+            let showLoad = members.contains { $0.backgroundLoad != nil }
             let serial = members.first { $0.id.name == "serial" && $0.threads == nil }
             out.append("### \(group)")
             out.append("")
             var header = "| benchmark |"
             var rule = "|---|"
             if showThreads { header += " threads |"; rule += "---:|" }
+            if showLoad { header += " load |"; rule += "---:|" }
             header += " median | 95% CI |"
             rule += "---:|---|"
+            if showLoad { header += " slowdown |"; rule += "---:|" }
             if showThroughput { header += " throughput | per unit |"; rule += "---:|---:|" }
             if serial != nil { header += " vs serial |"; rule += "---:|" }
             if showThreads { header += " speedup | efficiency |"; rule += "---:|---:|" }
@@ -246,7 +257,16 @@ public enum MarkdownReport {
                 let median = result.analysis.median
                 var row = "| \(result.id.name)\(result.id.parameter.map { "/\($0)" } ?? "") |"
                 if showThreads { row += " \(result.threads.map(String.init) ?? "—") |" }
+                if showLoad { row += " \(result.backgroundLoad.map(String.init) ?? "quiet") |" }
                 row += " \(Format.time(median.point)) | \(Format.time(median.lower)) – \(Format.time(median.upper)) |"
+                if showLoad {
+                    // The loaded median over the quiet one of the same benchmark in this run.
+                    if result.backgroundLoad != nil, let quiet = result.quiet(in: members) {
+                        row += " \(String(format: "%.2f×", median.point / quiet.analysis.median.point)) |"
+                    } else {
+                        row += " |"
+                    }
+                }
                 if showThroughput {
                     row += " \(result.throughput.map { Format.throughput($0, nanosecondsPerIteration: median.point) } ?? "") |"
                     // Median time per unit of work: ns/job, ns/task, ns/node, ns/hop, or per byte.
@@ -256,12 +276,14 @@ public enum MarkdownReport {
                     case nil: row += " |"
                     }
                 }
-                if let serial {
-                    row += " \(Format.ratio(serial.analysis.median.point / median.point)) |"
+                if serial != nil {
+                    // Against the serial loop measured under the same load.
+                    let sameLoad = members.first { $0.id.name == "serial" && $0.threads == nil && $0.backgroundLoad == result.backgroundLoad }
+                    row += " \(sameLoad.map { Format.ratio($0.analysis.median.point / median.point) } ?? "") |"
                 }
                 if showThreads {
                     // Speedup against the same benchmark at one worker; efficiency = speedup / workers.
-                    let single = members.first { $0.id == result.id && $0.threads == 1 }
+                    let single = members.first { $0.id == result.id && $0.threads == 1 && $0.backgroundLoad == result.backgroundLoad }
                     if let single, let threads = result.threads {
                         let speedup = single.analysis.median.point / median.point
                         row += " \(String(format: "%.2f×", speedup)) | \(String(format: "%.0f%%", speedup / Double(threads) * 100)) |"

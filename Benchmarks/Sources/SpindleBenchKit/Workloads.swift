@@ -145,6 +145,20 @@ public enum Workloads {
         return values.reduce(0, ^)
     }
 
+    // MARK: W10 async offload
+
+    /// Computations of one W10 sample, shared by the concurrent tasks.
+    public static let w10Computations = 20_000
+    /// The task counts W10 is measured at.
+    public static let w10Concurrency = [1, 32, 128]
+    /// K such that one W10 computation takes about 100 µs: a hundred times W5's.
+    public static var w10K: Int { 100 * w5K }
+
+    /// The W10 check: the XOR of spin(i, K) over every computation's global index i.
+    public static func w10Expected(k: Int) -> UInt64 {
+        (0..<w10Computations).reduce(0) { $0 ^ spin(UInt64($1), k) }
+    }
+
     // MARK: W6 dependent chain
     public static let w6Hops = 100_000
 

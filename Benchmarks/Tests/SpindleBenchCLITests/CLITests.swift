@@ -20,6 +20,9 @@ func runBench(_ arguments: [String], in directory: String? = nil, environment: [
     return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
 }
 
+/// The size of spindle-bench's default selection (Selection.swift).
+enum DefaultSelectionCount { static let value = 27 }
+
 @Suite("spindle-bench command line", .serialized)
 struct CLITests {
     @Test func listsBenchmarksAndFilters() throws {
@@ -148,7 +151,7 @@ struct CLITests {
         #expect(all.status == 0)
         let marked = all.stdout.split(separator: "\n").filter { $0.contains("[default]") }
         // Every id of the default selection names a registered benchmark, once.
-        #expect(marked.count == 25, "\(marked)")
+        #expect(marked.count == DefaultSelectionCount.value, "\(marked)")
         #expect(marked.contains { $0.hasPrefix("W2-fib/spindle-join ") })
         #expect(marked.contains { $0.hasPrefix("pipeline/dispatch-batched ") })
         #expect(all.stdout.split(separator: "\n").count > marked.count)

@@ -23,6 +23,11 @@ void spindle_malloc_counter_start(void);
 /// Stops counting and returns the allocations since start.
 long spindle_malloc_counter_stop(void);
 
+/// Asks the kernel to kill the calling process when its parent exits (PR_SET_PDEATHSIG with
+/// SIGKILL), for spindle-bench's background-load processes. Returns 0 on success; -1 if the
+/// parent had already exited when the request took effect.
+int spindle_bench_die_with_parent(void);
+
 #ifdef __cplusplus
 }
 #endif
