@@ -145,7 +145,8 @@ struct SpindleServer {
             let seed = seed(request)
             let value = await withCheckedContinuation { continuation in
                 DispatchQueue.global().async {
-                    let parts = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: Render.tiles)
+                    // Each iteration writes its own element; the buffer outlives concurrentPerform.
+                    nonisolated(unsafe) let parts = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: Render.tiles)
                     defer { parts.deallocate() }
                     DispatchQueue.concurrentPerform(iterations: Render.tiles) { parts[$0] = Render.tile(seed, $0) }
                     continuation.resume(returning: parts.reduce(0, ^))
