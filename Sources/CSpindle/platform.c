@@ -9,6 +9,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,6 +28,12 @@ int spindle_thread_set_name(const char *name) {
 int spindle_sched_getcpu(void) { return sched_getcpu(); }
 
 pid_t spindle_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+long spindle_thread_involuntary_switches(void) {
+  struct rusage usage;
+  if (getrusage(RUSAGE_THREAD, &usage) != 0) return 0;
+  return usage.ru_nivcsw;
+}
 
 long spindle_futex_wait(uint32_t *address, uint32_t expected, const struct timespec *timeout) {
   return syscall(SYS_futex, address, FUTEX_WAIT_PRIVATE, expected, timeout, NULL, 0);

@@ -115,11 +115,12 @@ public struct JobContext {
     /// this job's fiber is parked on the counter and the worker runs other jobs; the job may
     /// continue on another worker unless it was submitted with `affinity: .pinned`.
     ///
-    /// May switch fibers. Never blocks the thread.
+    /// May switch fibers. Never blocks the thread. `file` and `line` name this wait in a stall
+    /// report (`JobSystem.StallReport`); leave them at their defaults.
     /// - Precondition: `counter` is not the counter of the running job itself (it cannot reach
     ///   zero before this job returns).
     /// - Complexity: O(1) when the counter is already zero; otherwise one park and one resume.
-    public func wait(for counter: JobCounter) {
+    public func wait(for counter: JobCounter, file: StaticString = #fileID, line: UInt = #line) {
         // This worker's deferred completions may be the ones this wait needs.
         state.pointee.worker.flushDecrements()
         // Acquiring: pairs with the releasing decrement, so the counted jobs' writes are visible.
@@ -127,6 +128,8 @@ public struct JobContext {
         let identity = Unmanaged.passUnretained(counter)
         require(state.pointee.currentCounter != identity.toOpaque(),
                      "JobContext.wait(for:) on the running job's own counter: it cannot reach zero before this job returns, so the wait would never end; wait on the counters of the jobs you spawned instead")
+        state.pointee.waitedCounter = identity.toOpaque()
+        state.pointee.waitSite = WaitSite(file: file, line: line)
         // A wake-up of an earlier round of a reused counter parks the fiber again.
         repeat {
             scheduler.park(state, .parkOnCounter(state, identity, observed))

@@ -78,19 +78,28 @@ public final class JobCounter: @unchecked Sendable {
     /// - Complexity: O(1), plus O(waiters) when it reaches zero.
     @inlinable
     public func decrement(by count: Int = 1) {
-        if subtract(count) { reachedZero() }
+        require(count >= 0, "JobCounter.decrement(by: \(count)): the amount must not be negative; to add pending events use increment(by: \(count.magnitude))")
+        if subtract(count, byJobs: nil) { reachedZero() }
+    }
+
+    /// `count` jobs counted by this counter finished on worker `worker` (the worker's batched
+    /// completions): like `decrement(by:)`, with a message that says so if it underflows.
+    @inlinable
+    func jobsFinished(_ count: Int, onWorker worker: Int) {
+        if subtract(count, byJobs: worker) { reachedZero() }
     }
 
     /// Subtracts `count`; returns whether that took the count to zero (and advanced the epoch),
-    /// in which case the caller must call `reachedZero()`.
+    /// in which case the caller must call `reachedZero()`. `byJobs`: the worker whose finished
+    /// jobs these are (nil: a `decrement(by:)` call), for the underflow message only.
     @inlinable
-    func subtract(_ count: Int) -> Bool {
+    func subtract(_ count: Int, byJobs worker: Int?) -> Bool {
         let amount = UInt64(truncatingIfNeeded: count)
         var old = word.load(ordering: .relaxed)
         while true {
             let pending = old & JobCounter.countMask
             if pending < amount {
-                misuse("JobCounter.decrement(by: \(count)) took the counter below zero (it was \(pending)): an event was counted twice, or the counter was reused while still in use")
+                underflow(count, pending: pending, byJobs: worker)
             }
             let zero = pending == amount
             let new = zero ? (old &- amount) &+ JobCounter.epochUnit : old &- amount
@@ -103,6 +112,15 @@ public final class JobCounter: @unchecked Sendable {
             if exchanged { return zero }
             old = original
         }
+    }
+
+    @usableFromInline
+    func underflow(_ count: Int, pending: UInt64, byJobs worker: Int?) -> Never {
+        let name = "JobCounter \(ObjectIdentifier(self))"
+        if let worker {
+            misuse("\(name): \(count) job(s) counted by it finished on worker \(worker) and took it below zero (it was \(pending)): it was also decremented by hand for those jobs (a job passed as run(counter:) is counted by the system; do not decrement for it), or it was passed to a new run while jobs of an earlier round still ran")
+        }
+        misuse("JobCounter.decrement(by: \(count)) took the counter below zero (it was \(pending)): an event was counted twice, or the counter was reused while still in use")
     }
 
     @usableFromInline

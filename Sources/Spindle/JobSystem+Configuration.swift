@@ -29,6 +29,14 @@ extension JobSystem {
         /// `NumaTopology.system()` (libnuma, or one node when it is missing). A custom topology
         /// must place every worker's CPU in a node. docs/numa.md.
         public var topology: NumaTopology?
+        /// How long the system may sit with every worker asleep, nothing queued and jobs parked
+        /// in waits before it reports a stall: such waits can only end through something outside
+        /// the system, and usually never do (a job waiting for a counter that only its own
+        /// completion, or its waiter's, would bring to zero). The report goes to the handler set
+        /// with `JobSystem.onStall(_:)`; without one, a debug build traps with the report and a
+        /// release build writes it to standard error. `nil`: never report. Default: 10 s.
+        /// docs/sleep.md, "Stalls".
+        public var stallReportAfter: Duration?
 
         /// A configuration; every parameter defaults to the documented default of its property.
         public init(
@@ -38,7 +46,8 @@ extension JobSystem {
             threadNamePrefix: String = "spindle-w",
             spinBeforeSleeping: Duration = .microseconds(50),
             stack: FiberStackConfiguration = .default,
-            topology: NumaTopology? = nil
+            topology: NumaTopology? = nil,
+            stallReportAfter: Duration? = .seconds(10)
         ) {
             self.workers = workers
             self.cpus = cpus
@@ -47,6 +56,7 @@ extension JobSystem {
             self.spinBeforeSleeping = spinBeforeSleeping
             self.stack = stack
             self.topology = topology
+            self.stallReportAfter = stallReportAfter
         }
 
         /// The most workers a system may have.
@@ -81,6 +91,8 @@ extension JobSystem {
         case negativeSpin(Duration)
         /// A worker's CPU is in no node of the configured `topology`.
         case cpuNotInTopology(cpu: Int, topology: NumaTopology)
+        /// `stallReportAfter` was zero or negative.
+        case nonPositiveStallTime(Duration)
 
         public var description: String {
             switch self {
@@ -96,6 +108,8 @@ extension JobSystem {
                 return "JobSystem.Configuration.threadNamePrefix \"\(prefix)\" makes thread names such as \"\(longestName)\" longer than Linux's 15 bytes: use a shorter prefix"
             case .negativeSpin(let duration):
                 return "JobSystem.Configuration.spinBeforeSleeping is \(duration): use zero or a positive duration"
+            case .nonPositiveStallTime(let duration):
+                return "JobSystem.Configuration.stallReportAfter is \(duration): use a positive duration, or nil to never report stalls"
             case .cpuNotInTopology(let cpu, let topology):
                 return "JobSystem.Configuration.topology has no node with CPU \(cpu), which a worker uses: add it to a node (topology: \(topology)), or use nil for the system's topology"
             }
@@ -115,6 +129,9 @@ struct WorkerPlan: Hashable {
          siblings: (Int) -> CPUSet = WorkerPlan.smtSiblings) throws(JobSystem.ConfigurationError) {
         guard configuration.spinBeforeSleeping >= .zero else {
             throw .negativeSpin(configuration.spinBeforeSleeping)
+        }
+        if let stall = configuration.stallReportAfter, stall <= .zero {
+            throw .nonPositiveStallTime(stall)
         }
         let cpus = configuration.cpus ?? allowed
         guard !cpus.isEmpty else { throw .noCPUs }

@@ -51,6 +51,8 @@ extension JobSystem.Configuration {
     public func spinBeforeSleeping(_ duration: Duration) -> Self { with { $0.spinBeforeSleeping = duration } }
     /// This configuration with fiber stacks of `stack`.
     public func stack(_ stack: FiberStackConfiguration) -> Self { with { $0.stack = stack } }
+    /// This configuration reporting stalls after `duration` (nil: never).
+    public func stallReportAfter(_ duration: Duration?) -> Self { with { $0.stallReportAfter = duration } }
 
     private func with(_ change: (inout Self) -> Void) -> Self {
         var copy = self

@@ -30,6 +30,32 @@ struct JobSystemMisuseTests {
     }
 
     @Test
+    func decrementingByANegativeAmountTrapsNamingTheAmount() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            JobCounter(5).decrement(by: -1)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("JobCounter.decrement(by: -1): the amount must not be negative"), "\(stderr)")
+        #expect(!stderr.contains("below zero"), "\(stderr)")
+    }
+
+    /// A job's own completion takes its counter below zero (it was also decremented by hand):
+    /// the message says that jobs did it, on which worker, and what to change.
+    @Test
+    func aJobCompletionBelowZeroSaysJobsDidIt() async {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 1))
+            let counter = JobCounter()
+            jobs.run(counter: counter) { _ in counter.decrement() }
+            jobs.wait(for: counter)
+            // The job's own completion comes after its hand decrement; shutdown waits for it.
+            jobs.shutdown()
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("job(s) counted by it finished on worker 0 and took it below zero"), "\(stderr)")
+    }
+
+    @Test
     func submittingAfterShutdownTraps() async {
         let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let jobs = try! JobSystem(configuration: .init(workers: 1))

@@ -246,6 +246,8 @@ int spindle_thread_set_name(const char *_Nonnull name);
 int spindle_sched_getcpu(void);
 /// gettid().
 pid_t spindle_gettid(void);
+/// The calling thread's involuntary context switches (getrusage RUSAGE_THREAD, ru_nivcsw).
+long spindle_thread_involuntary_switches(void);
 /// futex(FUTEX_WAIT_PRIVATE): sleeps while *address == expected, until woken or `timeout`
 /// (relative; NULL: none) passes. 0 when woken (or spuriously), -1 with errno (EAGAIN: the value
 /// differed; ETIMEDOUT; EINTR). glibc's syscall() is variadic, which Swift cannot call.

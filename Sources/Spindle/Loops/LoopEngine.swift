@@ -61,6 +61,10 @@ struct LoopEngine: Sendable {
 
     var workerCount: Int { scheduler.workerCount }
 
+    /// How many workers can run at once (fewer than `workerCount` when there are more workers
+    /// than CPUs): the splitting budget, so that a loop is not cut for workers with no CPU.
+    var parallelism: Int { scheduler.parallelism }
+
     /// The largest batch a leaf runs between two checks for hungry workers.
     static let leafBatchLimit = 1024
 
@@ -88,7 +92,7 @@ struct LoopEngine: Sendable {
         _ range: Range<Int>, _ partitioner: Partitioner,
         leaf: @Sendable (Range<Int>) -> T, combine: @Sendable (T, T) -> T
     ) -> T {
-        let splitter = LoopSplitter(partitioner, workers: workerCount)
+        let splitter = LoopSplitter(partitioner, workers: parallelism)
         if splitter.fitsOneChunk(range.count) { return leaf(range) }
         if let worker = Scheduler.anyCurrentWorker() {
             requireOwn(worker)
@@ -144,7 +148,7 @@ struct LoopEngine: Sendable {
         }
         let current = Scheduler.anyCurrentWorker()
         if let current { requireOwn(current) }
-        let splitter = LoopSplitter(partitioner, workers: workerCount)
+        let splitter = LoopSplitter(partitioner, workers: parallelism)
         withRecordedEntry({ argument in
             let block = argument.load(as: BlockArgument.self)
             self.split(block.lower..<block.upper, splitter, block.state, migrated: false, leaf: body, combine: { _, _ in })
@@ -228,7 +232,7 @@ struct LoopEngine: Sendable {
             lower = upper
             if (range.upperBound - lower) / 2 >= splitter.grain && hungry() {
                 var fresh = splitter
-                fresh.budget = workerCount
+                fresh.budget = parallelism
                 return combine(result, split(lower..<range.upperBound, fresh, state, migrated: false,
                                              leaf: leaf, combine: combine))
             }

@@ -50,6 +50,9 @@ final class Scheduler: @unchecked Sendable {
     let bindFailures = Atomic<Int>(0)
     let multiNode: Bool
     let sleep: SleepState
+    /// How many workers can run at once: the workers, or the distinct CPUs of their plan if
+    /// fewer (docs/parallel-for.md, "More workers than CPUs").
+    var parallelism: Int { sleep.parallelism }
     /// Set by `shutdown`: workers terminate once every job has finished.
     let shutdownRequested = Atomic<Bool>(false)
     /// Set by the last worker to fall asleep after shutdown was requested with no work left.
@@ -59,6 +62,15 @@ final class Scheduler: @unchecked Sendable {
     let closing = Atomic<Bool>(false)
     /// Spare fibers beyond what a worker keeps (any worker may take them).
     var sharedSpares: UnsafeMutablePointer<FiberState>?
+    /// Every fiber this system made and has not recycled, linked through `allNext` (under
+    /// `lock`): read only for stall reports (docs/sleep.md, "Stalls").
+    var allFibers: UnsafeMutablePointer<FiberState>?
+    /// The stall watch (docs/sleep.md, "Stalls"): how long the system may sit idle with parked
+    /// fibers before it reports (nil: never), the handler (under `lock`; nil: the default), and
+    /// the progress stamp of the last report, so that one stall is reported once.
+    let stallNanoseconds: UInt64?
+    var stallHandler: (@Sendable (JobSystem.StallReport) -> Void)?
+    var lastStallStamp: UInt64?
     private var threads: [pthread_t] = []
     private var joined = false
     private var submitters: [UnsafeMutablePointer<Submitter>] = []
@@ -107,8 +119,9 @@ final class Scheduler: @unchecked Sendable {
         injection = Priority.allCases.map { _ in InjectionQueue() }
         injectionRefs = injection.map { Unmanaged.passUnretained($0) }
         nodeQueueRefs = nodeQueues.map { Unmanaged.passUnretained($0) }
-        sleep = SleepState(workers: workerCount)
+        sleep = SleepState(workers: workerCount, cpus: Set(plan.homes).count)
         spinNanoseconds = UInt64(configuration.spinBeforeSleeping.nanosecondsSaturated)
+        stallNanoseconds = configuration.stallReportAfter.map { UInt64($0.nanosecondsSaturated) }
         deques = (0..<workerCount * 3).map { index in
             WorkStealingDeque(capacity: index % 3 == Priority.normal.index ? 1024 : 256)
         }

@@ -38,6 +38,20 @@ protocol SleepEnvironment: AnyObject {
     func closeForTermination() -> Bool
     /// Worker `index` goes to sleep (`woke: false`) or woke up (`woke: true`): metrics.
     func workerSlept(_ index: Int, woke: Bool)
+    /// "Stalls": how long the last sleeper waits, with fibers parked, before it checks for a
+    /// stall (nil: never).
+    var stallNanoseconds: UInt64? { get }
+    /// "Stalls": a number that changes whenever a job runs or a fiber resumes.
+    func progressStamp() -> UInt64
+    /// "Stalls": nothing progressed since `stamp` was taken, every worker sleeps and fibers are
+    /// parked: report it (once per stall).
+    func stalled(since stamp: UInt64)
+}
+
+extension SleepEnvironment {
+    var stallNanoseconds: UInt64? { nil }
+    func progressStamp() -> UInt64 { 0 }
+    func stalled(since stamp: UInt64) {}
 }
 
 /// State: `activity` packs the number of *awake* workers (low 32 bits: running or searching) and
@@ -59,8 +73,12 @@ final class SleepState: @unchecked Sendable {
     private static var activitySlot: RawSlot<Atomic<UInt64>> { RawSlot(line: 0) }
     private static func maskSlot(_ word: Int) -> RawSlot<Atomic<UInt64>> { RawSlot(line: 2 + 2 * word) }
 
-    init(workers: Int) {
+    /// How many workers can run at once: the workers, or the CPUs they may use if fewer.
+    let parallelism: Int
+
+    init(workers: Int, cpus: Int? = nil) {
         workerCount = workers
+        parallelism = Swift.max(1, Swift.min(workers, cpus ?? workers))
         maskWords = (workers + 63) / 64
         block = .allocate(byteCount: (2 + 2 * maskWords) * RawBlock.lineSize)
         block.initialize(Self.activitySlot, to: Atomic(UInt64(workers) * Self.awakeOne))
@@ -81,11 +99,16 @@ final class SleepState: @unchecked Sendable {
     /// Workers awake now (a hint).
     var awakeCount: Int { Int(Self.awake(activity.pointee.load(ordering: .relaxed))) }
 
-    /// Whether some worker is hungry now: searching, or not awake (a hint for splitting
-    /// decisions; docs/parallel-for.md). One relaxed load.
+    /// Whether a worker could take work now and has a CPU to run it on: fewer workers are busy
+    /// (awake and not searching) than CPUs can run them (a hint for splitting decisions;
+    /// docs/parallel-for.md, "More workers than CPUs"). With no more workers than CPUs this is
+    /// "some worker is searching or asleep". With more, a searching or sleeping worker is no
+    /// reason to split while every CPU already runs a busy worker: the half would wait for a
+    /// CPU, and the split costs a join and cuts the loop into ever smaller chunks. One relaxed
+    /// load.
     var anyWorkerHungry: Bool {
         let value = activity.pointee.load(ordering: .relaxed)
-        return Self.searching(value) != 0 || Self.awake(value) < UInt64(workerCount)
+        return Self.awake(value) < UInt64(parallelism) &+ Self.searching(value)
     }
 
     /// Workers whose sleeping bit is set now.
@@ -285,15 +308,41 @@ final class SleepState: @unchecked Sendable {
             leave(index, bit: bit, word: word)
             return SearchToken(worker: index)
         }
-        // Step 5: sleep until a waker stores 0 (spurious returns just wait again).
+        // Step 5: sleep until a waker stores 0 (spurious returns just wait again). The last
+        // worker to fall asleep while fibers are parked watches for a stall ("Stalls").
         scheduler.workerSlept(index, woke: false)
+        var watch = watchesForStall(scheduler)
         while sleepWord.pointee.load(ordering: .acquiring) == 1 {
-            _ = Futex.wait(on: sleepWord, expected: 1)
+            if let stamp = watch, let timeout = scheduler.stallNanoseconds {
+                if Futex.wait(on: sleepWord, expected: 1, timeoutNanoseconds: timeout) == .timedOut {
+                    if sleepWord.pointee.load(ordering: .acquiring) == 1 && watchesForStall(scheduler) != nil
+                        && scheduler.progressStamp() == stamp {
+                        scheduler.stalled(since: stamp)
+                    }
+                    // Watch again (a new stamp if something ran meanwhile); `stalled` reports
+                    // one stall once.
+                    watch = watchesForStall(scheduler)
+                }
+            } else {
+                _ = Futex.wait(on: sleepWord, expected: 1)
+            }
         }
         scheduler.workerSlept(index, woke: true)
         // Step 6.
         leave(index, bit: bit, word: word)
         return scheduler.isTerminated ? nil : SearchToken(worker: index)
+    }
+
+    /// "Stalls": the progress stamp to watch from, when stall reports are on, no worker is
+    /// awake, fibers are parked and no queue holds work; else nil. Idle path only.
+    private func watchesForStall(_ scheduler: some SleepEnvironment) -> UInt64? {
+        guard scheduler.stallNanoseconds != nil,
+              Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0,
+              scheduler.parkedFibers() > 0 else { return nil }
+        let stamp = scheduler.progressStamp()
+        guard !scheduler.anyQueuedWork(), !scheduler.anyNodeQueuedWork(),
+              Self.awake(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 else { return nil }
+        return stamp
     }
 
     /// Clears our sleeping bit. If it was still set, nobody claimed our wake-up, so we count

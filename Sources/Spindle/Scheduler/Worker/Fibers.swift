@@ -30,6 +30,19 @@ struct FiberState {
     /// Words that the layers above the core keep per fiber (`FiberLocal`): they follow the job
     /// running on the fiber across waits and workers.
     var locals: (UInt, UInt) = (0, 0)
+    /// What the fiber last parked on, for the stall report (docs/sleep.md, "Stalls"): the
+    /// counter's identity (nil: a join whose other half was stolen) and where the wait was called.
+    var waitedCounter: UnsafeMutableRawPointer?
+    var waitSite: WaitSite?
+    /// Links in the scheduler's list of every fiber it made (`Scheduler.allFibers`, under `lock`).
+    var allNext: UnsafeMutablePointer<FiberState>?
+    var allPrevious: UnsafeMutablePointer<FiberState>?
+}
+
+/// Where a job called `JobContext.wait(for:)` (for stall reports).
+struct WaitSite {
+    var file: StaticString
+    var line: UInt
 }
 
 /// The life of a fiber: `running` on a worker; `spare` in a spare list (suspended in the loop,
@@ -104,12 +117,25 @@ extension Scheduler {
             pinned: false, exitRequested: false, link: nil, pool: node, phase: .spare))
         fiber.prepare(entry: Scheduler.fiberEntry, context: UnsafeMutableRawPointer(state))
         worker.count(.fibersCreated)
+        lock.withLock {
+            state.pointee.allNext = allFibers
+            allFibers?.pointee.allPrevious = state
+            allFibers = state
+        }
         return state
     }
 
     /// Returns a finished fiber's stack to the pool and frees its state.
     func recycle(_ state: UnsafeMutablePointer<FiberState>) {
         state.transition(from: .running, to: .finished)
+        lock.withLock {
+            if let previous = state.pointee.allPrevious {
+                previous.pointee.allNext = state.pointee.allNext
+            } else {
+                allFibers = state.pointee.allNext
+            }
+            state.pointee.allNext?.pointee.allPrevious = state.pointee.allPrevious
+        }
         fiberPools[state.pointee.pool].put(state.pointee.fiber)
         state.deinitialize(count: 1)
         state.deallocate()
@@ -172,6 +198,8 @@ extension Scheduler {
             }
         case .parkOnLatch(let state, let latch):
             worker.count(.fibersParked)
+            state.pointee.waitedCounter = nil
+            state.pointee.waitSite = nil
             state.transition(from: .parking, to: .parked)
             // Sequentially consistent on success: pairs with the thief's exchange.
             let (parked, _) = latch.pointee.compareExchange(

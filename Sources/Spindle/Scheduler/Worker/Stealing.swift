@@ -25,16 +25,20 @@ struct VictimOrder {
         groupEnds = UnsafeBufferPointer(Self.copy(chosen.map { end += $0.count; return end }))
     }
 
+    /// A copy of `values` in whole 128-byte blocks of its own: the thief reads it at every steal,
+    /// and a neighbouring allocation written by another thread would make those reads miss.
     private static func copy(_ values: [Int]) -> UnsafeMutableBufferPointer<Int> {
-        let buffer = UnsafeMutableBufferPointer<Int>.allocate(capacity: values.count)
+        let bytes = (Swift.max(1, values.count) * MemoryLayout<Int>.stride + 127) & ~127
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 128)
+        let buffer = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Int.self, capacity: values.count), count: values.count)
         _ = buffer.initialize(from: values)
         return buffer
     }
 
     /// Frees the buffers (once, when the worker is destroyed).
     func deallocate() {
-        victims.deallocate()
-        groupEnds.deallocate()
+        UnsafeMutableRawPointer(mutating: victims.baseAddress).map { $0.deallocate() }
+        UnsafeMutableRawPointer(mutating: groupEnds.baseAddress).map { $0.deallocate() }
     }
 }
 

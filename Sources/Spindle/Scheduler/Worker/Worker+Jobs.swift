@@ -51,7 +51,7 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         local.pointee.deferredCount = 0
         // Unretained is safe: the deferred completions keep the count above zero, so the
         // counter still holds its self-reference.
-        counter._withUnsafeGuaranteedRef { $0.decrement(by: count) }
+        counter._withUnsafeGuaranteedRef { $0.jobsFinished(count, onWorker: pointee.index) }
     }
 
     /// Flushes deferred completions unless they belong to `counter` (the next job's).
@@ -189,8 +189,10 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
                                       workerCount: pointee.workerCount) {
             return
         }
-        pointee.schedulerReference._withUnsafeGuaranteedRef { scheduler in
-            scheduler.sleep.workPosted(scheduler)
+        // Steps 1–3 with the worker's own copy of the activity word's address.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if SleepState.searching(pointee.activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 {
+            pointee.schedulerReference._withUnsafeGuaranteedRef { scheduler in _ = scheduler.sleep.wakeOne(scheduler) }
         }
     }
 }

@@ -103,20 +103,31 @@ extension Scheduler {
         return takeInjectedBatch(worker, priority: priority)
     }
 
+    /// Takes up to `injectionBatch` records of `priority` off the injection queue: runs the oldest
+    /// now and queues the others on this worker's deque so that they start in the order they
+    /// arrived (the owner pops its deque newest first, so they are pushed newest first). Outside
+    /// submissions of equal priority thus start in about their arrival order; pushed oldest
+    /// first, a batch of waiting requests was served in reverse and its first arrivals waited
+    /// longest (docs/scheduler.md, "Injection queues").
     private func takeInjectedBatch(_ worker: UnsafeMutablePointer<WorkerState>, priority: Priority) -> UInt? {
-        var first: UInt?
-        let taken = injectionRefs[priority.index]._withUnsafeGuaranteedRef { queue in
-            queue.take(limit: Scheduler.injectionBatch) { record in
-                JobHeader.markTaken(record)
-                if first == nil {
-                    first = Token.record(record)
-                } else {
-                    worker.push(Token.record(record), priority: priority)
+        withUnsafeTemporaryAllocation(of: UInt.self, capacity: Scheduler.injectionBatch) { batch in
+            let taken = injectionRefs[priority.index]._withUnsafeGuaranteedRef { queue in
+                var index = 0
+                return queue.take(limit: Scheduler.injectionBatch) { record in
+                    JobHeader.markTaken(record)
+                    batch[index] = Token.record(record)
+                    index += 1
                 }
             }
+            guard taken > 0 else { return nil }
+            var index = taken - 1
+            while index > 0 {
+                worker.push(batch[index], priority: priority)
+                index -= 1
+            }
+            if taken > 1 { sleep.workPosted(self) }
+            return batch[0]
         }
-        if taken > 1 { sleep.workPosted(self) }
-        return first
     }
 
     /// One job from the queue of `worker`'s node (node-bound work: only that node's workers
@@ -132,13 +143,15 @@ extension Scheduler {
         }
     }
 
-    /// No work found: search (keep looking in every queue) for a bounded time, then sleep; a
-    /// woken worker searches again. Returns the work it found, or nil when the system has
-    /// terminated. docs/sleep.md, "Searching".
+    /// No work found: search (keep looking in every queue) for the idle policy's budget, then
+    /// sleep; a woken worker searches again. Returns the work it found, or nil when the system
+    /// has terminated. docs/sleep.md, "Searching" and "Spinning on a shared machine".
     private func idle(_ worker: UnsafeMutablePointer<WorkerState>) -> UInt? {
         var search = sleep.startSearching(worker: worker.pointee.index)
         while true {
-            let deadline = MonotonicTime.now() &+ spinNanoseconds
+            let start = MonotonicTime.now()
+            let budget = worker.local.pointee.idlePolicy.spinBudget(at: start) { CurrentThread.involuntarySwitches }
+            let deadline = start &+ budget
             var rounds = 0
             while true {
                 if terminated.load(ordering: .acquiring) {
@@ -150,18 +163,21 @@ extension Scheduler {
                     return token
                 }
                 rounds += 1
-                if rounds & 15 == 0 {
+                if rounds & 3 == 0 {
                     if MonotonicTime.now() >= deadline { break }
-                    // Let a thread that shares this CPU (an outside submitter, an oversubscribed
-                    // worker) make progress.
+                    // Let a thread that shares this CPU (a worker of this or another system, or
+                    // another process) run: it may hold the work this worker waits for.
                     yieldCPU()
                 }
+                if budget == 0 { break }
                 // Back off between rounds (1, 2, 4, … up to 64 pauses, about 1–2 µs): every
                 // round reads other workers' deque indices, and polling them constantly takes
                 // their cache lines away from owners pushing and popping on them.
                 for _ in 0..<(1 << Swift.min(rounds / 4, 6)) { spinPause() }
             }
+            worker.local.pointee.idlePolicy.fellAsleep(at: MonotonicTime.now())
             guard let next = sleep.fallAsleep(search, self) else { return nil }
+            worker.local.pointee.idlePolicy.wokeUp(at: MonotonicTime.now())
             search = next
         }
     }

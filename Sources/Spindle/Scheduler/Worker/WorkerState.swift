@@ -37,6 +37,8 @@ struct WorkerLocal {
     /// The last stolen burst and the victim this worker backs off from (docs/scheduler.md,
     /// "Stealing").
     var stealBackoff = StealBackoff()
+    /// The spin budget before sleeping (docs/sleep.md, "Spinning on a shared machine").
+    var idlePolicy: IdlePolicy
     var frame = FrameArena()
     /// The closure context last found shared (`retireBody`): its next jobs skip the uniqueness
     /// check, which would read a reference count other threads keep changing.
@@ -53,9 +55,10 @@ struct WorkerLocal {
     /// The order in which this worker visits victims when it steals.
     let victims: VictimOrder
 
-    init(random: UInt64, victims: VictimOrder) {
+    init(random: UInt64, victims: VictimOrder, spinNanoseconds: UInt64) {
         self.random = random
         self.victims = victims
+        idlePolicy = IdlePolicy(maximum: spinNanoseconds)
     }
 
     /// How many references to one shared closure context a worker releases at once.
@@ -150,7 +153,7 @@ struct WorkerState: ~Copyable {
         let localBytes = (MemoryLayout<WorkerLocal>.stride + 127) & ~127
         local = UnsafeMutableRawPointer.allocate(byteCount: localBytes, alignment: 128)
             .bindMemory(to: WorkerLocal.self, capacity: 1)
-        local.initialize(to: WorkerLocal(random: seed | 1, victims: victims))
+        local.initialize(to: WorkerLocal(random: seed | 1, victims: victims, spinNanoseconds: scheduler.spinNanoseconds))
         let node = scheduler.topology.nodes[scheduler.workerNodes[index]].id
         local.pointee.frame.bindChunk = { [unowned scheduler] memory, size in
             if !scheduler.placement.bind(memory, size, .preferred(node: node)) {
