@@ -24,8 +24,8 @@ import Musl
 ///
 /// Thread-safety: all members are thread-safe. Members that block say so.
 public final class JobSystem: @unchecked Sendable {
-    // SAFETY: immutable after init except `shutdownHandlers` (only under `shutdownLock`); the
-    // scheduler is thread-safe.
+    // SAFETY: immutable after init except `shutdownHandlers` (only under `shutdownLock`) and
+    // `openPipelineRuns` (only under `pipelineRunsLock`); the scheduler is thread-safe.
     @usableFromInline let scheduler: Scheduler
 
     /// The configuration the system was created with.
@@ -34,6 +34,18 @@ public final class JobSystem: @unchecked Sendable {
     /// `onShutdown` handlers not yet called; nil once they ran. Only under `shutdownLock`.
     private var shutdownHandlers: [@Sendable (Metrics) -> Void]? = []
     private let shutdownLock = Lock()
+    /// Pipeline runs started on this system and not finished (under `pipelineRunsLock`), so
+    /// that `shutdown()` can cancel the ones still open.
+    private var openPipelineRuns: [ObjectIdentifier: PipelineRunState] = [:]
+    private let pipelineRunsLock = Lock()
+
+    func pipelineRunStarted(_ run: PipelineRunState) {
+        pipelineRunsLock.withLock { openPipelineRuns[ObjectIdentifier(run)] = run }
+    }
+
+    func pipelineRunFinished(_ run: PipelineRunState) {
+        _ = pipelineRunsLock.withLock { openPipelineRuns.removeValue(forKey: ObjectIdentifier(run)) }
+    }
 
     /// Starts the workers.
     ///
@@ -228,14 +240,22 @@ public final class JobSystem: @unchecked Sendable {
     // MARK: Stopping
 
     /// Runs every submitted job to completion (including jobs they submit), then stops and joins
-    /// the worker threads. Idempotent; `deinit` does the same.
+    /// the worker threads. Idempotent; `deinit` does the same. Pipeline runs whose input is still
+    /// open are cancelled first (their items in flight are discarded and counted in the report;
+    /// later sends return false); runs already closed finish their items.
     ///
     /// Blocks the calling thread. If a job waits on a counter that nothing will complete,
-    /// shutdown waits with it.
+    /// shutdown waits with it, and the stall is reported after
+    /// `Configuration.stallReportAfter` (see `onStall(_:)`).
     /// - Precondition: not called from one of this system's own jobs (it would wait for itself).
     public func shutdown() {
         require(scheduler.currentWorker() == nil,
                      "JobSystem.shutdown() called from one of its own jobs: it would wait for itself; call it from outside the job system")
+        // A run whose input is still open would wait for input forever: cancel it (its items in
+        // flight are discarded and counted; later sends return false). Closed runs finish.
+        for run in pipelineRunsLock.withLock({ Array(openPipelineRuns.values) }) where run.isSourceOpen {
+            run.stop(failure: nil)
+        }
         scheduler.shutdownAndJoin()
         runShutdownHandlers()
     }

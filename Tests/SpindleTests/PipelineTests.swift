@@ -227,7 +227,105 @@ struct PipelineTests {
                 #expect(error.report.stopped && error.report.accepted == accepted)
                 #expect(consumed.current + error.report.discarded + 1 == accepted,
                         "consumed \(consumed.current) + discarded \(error.report.discarded) + 1 failed != accepted \(accepted)")
+                #expect(error.report.failed == 1)
+                #expect(error.report.delivered == consumed.current)
             }
+        }
+    }
+
+    /// A parallel stage whose transform throws for one item loses that item's whole batch: the
+    /// report counts it as failed, so that accepted = delivered + filtered + discarded + failed.
+    @Test(arguments: workerCounts)
+    func aFailingParallelBatchIsCountedAsFailed(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers, "sp-pipe-w")
+        withTimeLimit(seconds: 60, "aFailingParallelBatchIsCountedAsFailed workers=\(workers)") {
+            let pipeline = Pipeline<Int>("batch-failing", channelCapacity: 64)
+            let consumed = Tally()
+            pipeline.source
+                .compactMap("odd-out") { $0 % 7 != 3 ? $0 : nil }
+                .parallelMap("work", batch: 32) { value throws -> Int in
+                    if value == 1000 { throw NodeError(node: value) }
+                    return value + 1
+                }
+                .sink("count") { _ in consumed.add() }
+            let run = try! pipeline.start(on: jobs)
+            var accepted = 0
+            for value in 0..<5000 where run.send(value) { accepted += 1 }
+            run.close()
+            do throws(PipelineFailure) {
+                _ = try run.wait()
+                Issue.record("the run should have failed")
+            } catch {
+                let report = error.report
+                #expect(error.stage == "work")
+                #expect(report.accepted == accepted)
+                #expect(report.failed >= 1 && report.failed <= 32, "failed \(report.failed): one batch of at most 32")
+                #expect(report.delivered == consumed.current)
+                #expect(report.filtered > 0)
+                #expect(report.delivered + report.filtered + report.discarded + report.failed == report.accepted,
+                        "delivered \(report.delivered) + filtered \(report.filtered) + discarded \(report.discarded) + failed \(report.failed) != accepted \(report.accepted)")
+            }
+        }
+    }
+
+    /// A producer that fails before finishing drops its run: the run is cancelled, and
+    /// `shutdown()` returns instead of waiting for input that never comes.
+    @Test(arguments: workerCounts)
+    func aDroppedRunDoesNotBlockShutdown(workers: Int) throws {
+        struct ProducerFailed: Error {}
+        withTimeLimit(seconds: 60, "aDroppedRunDoesNotBlockShutdown workers=\(workers)") {
+            let jobs = try! makeSystem(workers: workers, "sp-pipe-w")
+            let consumed = Tally()
+            func produce() throws {
+                let pipeline = Pipeline<Int>("dropped", channelCapacity: 16)
+                pipeline.source.map("pass") { $0 }.sink("count") { _ in consumed.add() }
+                let run = try pipeline.start(on: jobs)
+                run.send(contentsOf: 0..<100)
+                throw ProducerFailed()
+            }
+            #expect(throws: ProducerFailed.self) { try produce() }
+            jobs.shutdown()
+            #expect(consumed.current <= 100)
+        }
+    }
+
+    /// `shutdown()` with a run still open (kept by its producer) cancels it: shutdown returns,
+    /// the report says stopped and accounts for every item, later sends are refused.
+    @Test(arguments: workerCounts)
+    func shutdownCancelsAnOpenRun(workers: Int) throws {
+        withTimeLimit(seconds: 60, "shutdownCancelsAnOpenRun workers=\(workers)") {
+            let jobs = try! makeSystem(workers: workers, "sp-pipe-w")
+            let consumed = Tally()
+            let pipeline = Pipeline<Int>("open", channelCapacity: 16)
+            pipeline.source.map("pass") { $0 }.sink("count") { _ in consumed.add() }
+            let run = try! pipeline.start(on: jobs)
+            #expect(run.send(contentsOf: 0..<200) == 200)
+            jobs.shutdown()
+            #expect(run.isFinished)
+            #expect(run.send(200) == false)
+            let report = try! run.wait()
+            #expect(report.stopped)
+            #expect(report.accepted == 200)
+            #expect(report.delivered == consumed.current)
+            #expect(report.delivered + report.discarded == 200)
+        }
+    }
+
+    /// A run closed before `shutdown()` is not cancelled: every item reaches the sink.
+    @Test(arguments: workerCounts)
+    func shutdownLetsAClosedRunFinish(workers: Int) throws {
+        withTimeLimit(seconds: 60, "shutdownLetsAClosedRunFinish workers=\(workers)") {
+            let jobs = try! makeSystem(workers: workers, "sp-pipe-w")
+            let consumed = Tally()
+            let pipeline = Pipeline<Int>("closed-then-shutdown", channelCapacity: 16)
+            pipeline.source.map("slow") { busyWork($0, rounds: 2000) }.sink("count") { _ in consumed.add() }
+            let run = try! pipeline.start(on: jobs)
+            run.send(contentsOf: 0..<300)
+            run.close()
+            jobs.shutdown()
+            let report = try! run.wait()
+            #expect(!report.stopped)
+            #expect(report.delivered == 300 && consumed.current == 300)
         }
     }
 

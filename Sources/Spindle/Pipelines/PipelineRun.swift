@@ -22,6 +22,14 @@ public final class PipelineRun<Input: Sendable>: @unchecked Sendable {
         self.sources = sources
     }
 
+    /// Dropping the last reference to a run whose input is still open cancels it: nobody can
+    /// send to it or close it any more, and its stages would otherwise wait for input forever
+    /// (and `JobSystem.shutdown()` with them). Items in flight are discarded and counted. A run
+    /// that was closed finishes its items on its own. docs/pipelines.md, "Ending a run".
+    deinit {
+        if state.isSourceOpen { state.stop(failure: nil) }
+    }
+
     /// Sends `item` into the pipeline, waiting while the first stage's channel is full (parks the
     /// fiber inside a job, blocks the thread outside). Returns false, without sending, once the
     /// run was cancelled or a stage failed.
@@ -119,13 +127,21 @@ public final class PipelineRun<Input: Sendable>: @unchecked Sendable {
     }
 }
 
-/// What a finished run did.
+/// What a finished run did. For a pipeline without fan-out, every accepted item is counted once:
+/// `accepted == delivered + filtered + discarded + failed`.
 public struct PipelineReport: Sendable, Equatable {
     /// Items `send` accepted.
     public let accepted: Int
+    /// Items the sinks consumed.
+    public let delivered: Int
     /// Items discarded after a cancellation or failure: the items that were in flight. An item
     /// copied to two branches (fan-out) counts once per branch that discarded it.
     public let discarded: Int
+    /// Items lost to the failure: the item whose transform threw, or the whole batch of a
+    /// parallel stage whose transform threw for one of its items.
+    public let failed: Int
+    /// Items a stage dropped by design (a `compactMap` stage's nil).
+    public let filtered: Int
     /// Whether the run was stopped by `cancel()` or a failure rather than by closing the input.
     public let stopped: Bool
     /// Every stage's counters at the end.
@@ -154,7 +170,13 @@ public struct StageMetrics: Sendable, Equatable {
     public let itemsOut: Int
     /// Items it discarded after the run was stopped.
     public let discarded: Int
-    /// Time spent transforming items.
+    /// Items lost to a failure of its own transform (the item, or a parallel stage's batch).
+    public let failed: Int
+    /// Items its transform dropped by design (nil from a `compactMap` stage).
+    public let filtered: Int
+    /// Whether the stage is a sink (its items taken, less discarded and failed, are delivered).
+    public let isSink: Bool
+    /// Time spent transforming items: not waiting for input, nor for room downstream.
     public let busy: Duration
     /// Time spent waiting for input.
     public let waitingForInput: Duration

@@ -73,7 +73,7 @@ final class PipelineBuilder: @unchecked Sendable {
                 throw .cpuNotAllowed(stage: stage.name, cpu: cpu)
             }
         }
-        let runtimes = stages.map { StageRuntime(name: $0.name) }
+        let runtimes = stages.map { StageRuntime(name: $0.name, isSink: $0.isSink) }
         let run = PipelineRunState(jobs: jobs, stages: runtimes)
         var sources: [AnyObject] = []
         for edge in edges {
@@ -85,6 +85,7 @@ final class PipelineBuilder: @unchecked Sendable {
             if edge.from == Self.sourceStage { sources.append(channel) } else { runtimes[edge.from].outputs.append(channel) }
         }
         run.sourceChannels = sources
+        jobs.pipelineRunStarted(run)
         if sources.isEmpty {
             // No stage reads the source: nothing can be sent; close at once.
             run.sourceState.store(PipelineRunState.closeClaimed, ordering: .relaxed)
@@ -133,6 +134,7 @@ final class StageRuntime: @unchecked Sendable {
     // SAFETY: `inputs`, `outputs`, `inputOccupancy` are set before the stage starts and then
     // read-only; counters have one writer (the stage) and are atomics.
     let name: String
+    let isSink: Bool
     let inputWaker = Waker()
     let outputWaker = Waker()
     var inputs: [AnyObject] = []
@@ -142,11 +144,16 @@ final class StageRuntime: @unchecked Sendable {
     let itemsIn = Atomic<Int>(0)
     let itemsOut = Atomic<Int>(0)
     let discarded = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+    let filtered = Atomic<Int>(0)
     let busyNanoseconds = Atomic<UInt64>(0)
     let waitingForInputNanoseconds = Atomic<UInt64>(0)
     let waitingForRoomNanoseconds = Atomic<UInt64>(0)
 
-    init(name: String) { self.name = name }
+    init(name: String, isSink: Bool) {
+        self.name = name
+        self.isSink = isSink
+    }
 
     func inputs<Element>(_: Element.Type) -> [Channel<Element>] { inputs.map { unsafeDowncast($0, to: Channel<Element>.self) } }
     func outputs<Element>(_: Element.Type) -> [Channel<Element>] { outputs.map { unsafeDowncast($0, to: Channel<Element>.self) } }
@@ -168,6 +175,8 @@ final class StageRuntime: @unchecked Sendable {
             name: name,
             itemsIn: itemsIn.load(ordering: .relaxed), itemsOut: itemsOut.load(ordering: .relaxed),
             discarded: discarded.load(ordering: .relaxed),
+            failed: failed.load(ordering: .relaxed), filtered: filtered.load(ordering: .relaxed),
+            isSink: isSink,
             busy: .nanoseconds(Int64(busyNanoseconds.load(ordering: .relaxed))),
             waitingForInput: .nanoseconds(Int64(waitingForInputNanoseconds.load(ordering: .relaxed))),
             waitingForRoom: .nanoseconds(Int64(waitingForRoomNanoseconds.load(ordering: .relaxed))),
@@ -275,18 +284,25 @@ final class PipelineRunState: @unchecked Sendable {
 
     func stageFinished() {
         if remainingStages.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            jobs.pipelineRunFinished(self)
             finishedWord.pointee.store(1, ordering: .releasing)
             _ = Futex.wake(finishedWord, count: Int32.max)
         }
         done.decrement()
     }
 
+    /// Whether the source is still open (no close claimed): the run may still receive items.
+    var isSourceOpen: Bool { sourceState.load(ordering: .acquiring) & Self.closeClaimed == 0 }
+
     func metrics() -> [StageMetrics] { stages.map(\.snapshot) }
 
     func report() -> PipelineReport {
         let stages = metrics()
         return PipelineReport(accepted: accepted.load(ordering: .relaxed),
+                              delivered: stages.reduce(0) { $0 + ($1.isSink ? $1.itemsIn - $1.discarded - $1.failed : 0) },
                               discarded: stages.reduce(0) { $0 + $1.discarded },
+                              failed: stages.reduce(0) { $0 + $1.failed },
+                              filtered: stages.reduce(0) { $0 + $1.filtered },
                               stopped: isStopped, stages: stages)
     }
 }

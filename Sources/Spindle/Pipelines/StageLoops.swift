@@ -25,8 +25,11 @@ enum StageLoops {
         let body = UncheckedSendable(transform)
         return {
             var live = inputs
+            let filters = !outputs.isEmpty
             while !live.isEmpty {
                 let start = MonotonicTime.now()
+                // `send` adds its waits for room here; busy time leaves them out.
+                let waitedBefore = stage.waitingForRoomNanoseconds.load(ordering: .relaxed)
                 var took = 0
                 for index in 0..<live.count {
                     let channel = live[index]
@@ -40,15 +43,19 @@ enum StageLoops {
                         do {
                             if let result = try body.value(item) {
                                 send(result, to: outputs, stage, run, inputs: live)
+                            } else if filters {
+                                StageRuntime.add(stage.filtered, 1)
                             }
                         } catch {
+                            StageRuntime.add(stage.failed, 1)
                             run.fail(stage: stage.name, error)
                         }
                     }
                     took += taken
                 }
                 StageRuntime.add(stage.itemsIn, took)
-                StageRuntime.add(stage.busyNanoseconds, MonotonicTime.now() &- start)
+                let waited = stage.waitingForRoomNanoseconds.load(ordering: .relaxed) &- waitedBefore
+                StageRuntime.add(stage.busyNanoseconds, (MonotonicTime.now() &- start) &- waited)
                 if took == 0 {
                     live = waitForInput(live, outputs, stage, run)
                 }
@@ -91,6 +98,9 @@ enum StageLoops {
                     StageRuntime.add(stage.busyNanoseconds, MonotonicTime.now() &- start)
                     for index in 0..<results.count { send(results[index], to: outputs, stage, run, inputs: live) }
                 } catch {
+                    // parallelMap returns no result when one transform throws: the batch is lost.
+                    StageRuntime.add(stage.busyNanoseconds, MonotonicTime.now() &- start)
+                    StageRuntime.add(stage.failed, batchItems.count)
                     run.fail(stage: stage.name, error)
                 }
             }
