@@ -23,7 +23,7 @@ extension JobSystem {
         /// spins make new work start sooner after a lull and cost CPU time while idle.
         /// Default: 50 µs (waking a sleeping thread costs tens of microseconds on a VM).
         public var spinBeforeSleeping: Duration
-        /// Stack and guard sizes of the fibers jobs run on. Default: 256 KiB stacks, 64 KiB guards.
+        /// Stack and guard sizes of the fibers jobs run on. Default: 256 KiB stacks, 1 MiB guards.
         public var stack: FiberStackConfiguration
         /// The NUMA topology that placement and stealing follow. Default (`nil`):
         /// `NumaTopology.system()` (libnuma, or one node when it is missing). A custom topology

@@ -16,3 +16,11 @@ __attribute__((noinline)) unsigned long spindle_test_recurse(size_t depth) {
   if (depth == 0) return frame[0];
   return spindle_test_recurse(depth - 1) + frame[depth % sizeof frame];
 }
+
+__attribute__((noinline)) unsigned long spindle_test_large_frame(size_t frame_bytes, size_t touched_bytes) {
+  volatile unsigned char frame[frame_bytes];
+  // Only the lowest `touched_bytes` are written, lowest address first: a frame that jumps over a
+  // small guard and writes the memory below it.
+  for (size_t i = 0; i < touched_bytes; i += 64) frame[i] = (unsigned char)i;
+  return frame[0] + frame[frame_bytes - 1];
+}

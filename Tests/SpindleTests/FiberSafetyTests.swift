@@ -159,8 +159,32 @@ struct FiberSafetyTests {
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
         #expect(stderr.contains("Spindle: fiber stack overflow."))
         #expect(stderr.contains("stack of 64 KiB"))
-        #expect(stderr.contains("64 KiB guard region"))
+        #expect(stderr.contains("1024 KiB guard region"))
         #expect(stderr.contains("Raise the fiber stack size"))
+    }
+
+    /// A job calling C code with a 332 KiB frame that writes its lowest 13 KiB: with the default
+    /// stack and guard, the write faults in the guard and is reported, instead of landing in the
+    /// stack mapped below (another fiber's).
+    @Test func aLargeCFrameInAJobFaultsInTheGuard() async throws {
+        let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+            let jobs = try! JobSystem(configuration: .init(workers: 2))
+            // Other fibers' stacks exist around the job's.
+            let counter = JobCounter()
+            for _ in 0..<8 {
+                jobs.run(counter: counter) { context in
+                    let inner = JobCounter()
+                    context.run(counter: inner) { _ in }
+                    context.wait(for: inner)
+                }
+            }
+            jobs.wait(for: counter)
+            let big = JobCounter()
+            jobs.run(counter: big) { _ in _ = spindle_test_large_frame(332 * 1024, 13 * 1024) }
+            jobs.wait(for: big)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("Spindle: fiber stack overflow."), "\(stderr)")
     }
 
     @Test func anOverflowOnAWorkerThreadIsReportedToo() async throws {

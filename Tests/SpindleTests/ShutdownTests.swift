@@ -6,6 +6,53 @@ import Testing
 extension JobSystemTests {
     @Suite(.serialized)
     struct ShutdownTests {
+        /// `shutdown()` unmaps the fiber stacks of the jobs that waited: none is left mapped
+        /// until the system is freed.
+        @Test(arguments: workerCounts)
+        func shutdownReleasesTheFiberStacks(workers: Int) throws {
+            withTimeLimit(seconds: 60, "shutdownReleasesTheFiberStacks workers=\(workers)") {
+                let jobs = try! makeSystem(workers: workers)
+                let gate = JobCounter(1)
+                let all = JobCounter()
+                // 200 jobs parked at once: at least 200 stacks.
+                for _ in 0..<200 {
+                    jobs.run(counter: all) { context in context.wait(for: gate) }
+                }
+                let before = jobs.scheduler.fiberPools.reduce(0) { $0 + $1.allocatedCount }
+                gate.decrement()
+                jobs.wait(for: all)
+                jobs.shutdown()
+                let after = jobs.scheduler.fiberPools.reduce(0) { $0 + $1.allocatedCount }
+                #expect(before > 0)
+                #expect(after == 0, "\(after) of \(before) stacks still mapped after shutdown()")
+                withExtendedLifetime(jobs) {}
+            }
+        }
+
+        /// A stack that cannot be mapped (here: the address space limited just above what the
+        /// process uses) traps with a message naming vm.max_map_count and the process's mappings.
+        @Test func aStackThatCannotBeMappedNamesTheMappingLimit() async {
+            let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+                let jobs = try! JobSystem(configuration: .init(workers: 1))
+                let status = try! String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+                let line = status.split(separator: "\n").first { $0.hasPrefix("VmSize:") }!
+                let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])!
+                var limit = rlimit(rlim_cur: rlim_t((kib + 64 * 1024) * 1024), rlim_max: rlim_t.max)
+                _ = setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)
+                let gate = JobCounter(1)
+                let all = JobCounter()
+                // About 1.3 MiB of address space per stack: 64 MiB runs out after ~50.
+                for _ in 0..<1000 {
+                    jobs.run(counter: all) { context in context.wait(for: gate) }
+                }
+                jobs.wait(for: all)
+            }
+            let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+            #expect(stderr.contains("Spindle: cannot map a fiber stack"), "\(stderr)")
+            #expect(stderr.contains("vm.max_map_count"), "\(stderr)")
+            #expect(stderr.contains("memory mappings and the kernel allows"), "\(stderr)")
+        }
+
         /// A submission from another thread racing `shutdown()` either runs or is refused, never
         /// lost (docs/sleep.md, "Submissions and shutdown"). A producer submits until it is
         /// refused while the main thread shuts down: every accepted job must have run. Before

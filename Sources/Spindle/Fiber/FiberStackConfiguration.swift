@@ -8,16 +8,18 @@ import Musl
 ///
 /// Swift emits no stack probes: a function whose frame is larger than the guard region can
 /// step over it and corrupt the memory below (docs/fibers.md, "Measured facts", "Stack use and
-/// guards"). The guard therefore costs address space generously (64 KiB by default) but no
-/// memory. See docs/fibers.md, "Stacks".
+/// guards"). The guard therefore costs address space generously (1 MiB by default, the gap
+/// Linux keeps below a main thread's stack) but no memory. See docs/fibers.md, "Stacks".
 ///
 /// - `stackSize` (default 256 KiB, minimum 64 KiB): usable stack, including a control block of
 ///   at most 256 bytes at its top. Typical job code uses at most 17 KiB in steady state and up
 ///   to about 40 KiB the first time a feature runs in a process (Foundation formatters, a
 ///   `throw` with an interpolated error); 256 KiB leaves room for user recursion. Only touched
 ///   pages become resident.
-/// - `guardSize` (default 64 KiB, minimum one page): `PROT_NONE` region below the stack; a fault
-///   inside it is reported as a fiber stack overflow.
+/// - `guardSize` (default 1 MiB, minimum one page): `PROT_NONE` region below the stack; a fault
+///   inside it is reported as a fiber stack overflow. A frame larger than the guard (C code with
+///   a large array on the stack) can jump over it unless compiled with stack probes
+///   (`-fstack-clash-protection`); raise the guard for such code.
 ///
 /// Both sizes are rounded up to whole pages. A value type; thread-safe like any `Sendable` value.
 public struct FiberStackConfiguration: Hashable, Sendable, CustomStringConvertible {
@@ -25,8 +27,8 @@ public struct FiberStackConfiguration: Hashable, Sendable, CustomStringConvertib
     public static let defaultStackSize = 256 * 1024
     /// 64 KiB: the smallest stack accepted.
     public static let minimumStackSize = 64 * 1024
-    /// 64 KiB: the default guard region below each stack.
-    public static let defaultGuardSize = 64 * 1024
+    /// 1 MiB: the default guard region below each stack (address space only).
+    public static let defaultGuardSize = 1024 * 1024
     /// Stacks larger than this are almost certainly a unit mistake (bytes vs. KiB).
     public static let maximumStackSize = 1 << 30
 
@@ -35,7 +37,7 @@ public struct FiberStackConfiguration: Hashable, Sendable, CustomStringConvertib
     /// Bytes of `PROT_NONE` guard below the stack, a multiple of the page size.
     public let guardSize: Int
 
-    /// The defaults: 256 KiB of stack, 64 KiB of guard.
+    /// The defaults: 256 KiB of stack, 1 MiB of guard.
     public static let `default` = try! FiberStackConfiguration()
 
     /// - Throws: `FiberStackConfiguration.Error` if `stackSize` is outside

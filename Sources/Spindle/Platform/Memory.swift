@@ -23,6 +23,46 @@ enum PageMemory {
         return mapped
     }
 
+    /// The kernel's limit on a process's memory mappings (`/proc/sys/vm/max_map_count`), or nil
+    /// if it cannot be read. For error messages.
+    static func mappingLimit() -> Int? {
+        var digits = ""
+        guard readProcFile("/proc/sys/vm/max_map_count", { chunk in
+            for byte in chunk where (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                digits.append(Character(UnicodeScalar(byte)))
+            }
+        }) else { return nil }
+        return Int(digits)
+    }
+
+    /// How many memory mappings the process holds now (lines of `/proc/self/maps`), or nil. For
+    /// error messages: it reads the whole file.
+    static func mappingCount() -> Int? {
+        var lines = 0
+        guard readProcFile("/proc/self/maps", { chunk in
+            for byte in chunk where byte == UInt8(ascii: "\n") { lines += 1 }
+        }) else { return nil }
+        return lines
+    }
+
+    /// Reads a /proc file to its end with read(2), chunk by chunk (such files report size 0).
+    private static func readProcFile(_ path: String, _ body: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(descriptor, buffer.baseAddress, buffer.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            if count == 0 { return true }
+            body(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        }
+    }
+
     /// Makes `size` bytes at `memory` inaccessible (a guard region).
     static func protectNone(_ memory: UnsafeMutableRawPointer, _ size: Int) throws(SystemError) {
         _ = try retryingSyscall("mprotect") { mprotect(memory, size, PROT_NONE) }

@@ -215,6 +215,11 @@ final class Scheduler: @unchecked Sendable {
                 JoinableThread.detach(thread)
             }
         }
+        // Every fiber has finished and gone back to its pool: give the stacks back now rather
+        // than when the system is freed (docs/fibers.md, "Stacks").
+        if join && !toJoin.isEmpty {
+            for pool in fiberPools { pool.trim() }
+        }
     }
 
     final class ThreadStart {

@@ -12,4 +12,8 @@ unsigned long spindle_test_touch_stack(size_t bytes);
 /// fiber stack the way runaway recursion does: one page at a time, into the guard region.
 unsigned long spindle_test_recurse(size_t depth);
 
+/// One frame of `frame_bytes` (a C array on the stack, no stack probes) whose lowest
+/// `touched_bytes` are written, lowest address first: as C code with a large local buffer does.
+unsigned long spindle_test_large_frame(size_t frame_bytes, size_t touched_bytes);
+
 #endif

@@ -108,7 +108,7 @@ extension Scheduler {
                 }
             }
         } catch {
-            misuse("Spindle: cannot map a fiber stack (\(error)); too many fibers are waiting at once, or the stack size is too large for the address space")
+            misuse(Self.cannotMapStack(error, fibers: fiberPools.reduce(0) { $0 + $1.allocatedCount }))
         }
         let state = UnsafeMutablePointer<FiberState>.allocate(capacity: 1)
         state.initialize(to: FiberState(
@@ -123,6 +123,14 @@ extension Scheduler {
             allFibers = state
         }
         return state
+    }
+
+    /// The message when a fiber stack cannot be mapped: the error, the fibers this system holds,
+    /// and the process's mappings against the kernel's `vm.max_map_count` (each stack is two).
+    static func cannotMapStack(_ error: SystemError, fibers: Int) -> String {
+        let limit = PageMemory.mappingLimit().map(String.init) ?? "unknown"
+        let held = PageMemory.mappingCount().map(String.init) ?? "unknown"
+        return "Spindle: cannot map a fiber stack (\(error)) with \(fibers) fibers in this system; the process holds \(held) memory mappings and the kernel allows \(limit) (vm.max_map_count; each fiber stack takes two). Too many jobs are waiting at once: wait for fewer at a time, or raise the limit (sysctl -w vm.max_map_count=…); if the mappings are far from the limit, the address space is exhausted: use smaller stacks (Configuration.stack)"
     }
 
     /// Returns a finished fiber's stack to the pool and frees its state.
