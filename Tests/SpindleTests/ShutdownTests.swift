@@ -14,10 +14,15 @@ extension JobSystemTests {
                 let jobs = try! makeSystem(workers: workers)
                 let gate = JobCounter(1)
                 let all = JobCounter()
-                // 200 jobs parked at once: at least 200 stacks.
+                let started = JobCounter(200)
+                // 200 jobs waiting at once: at least 200 stacks.
                 for _ in 0..<200 {
-                    jobs.run(counter: all) { context in context.wait(for: gate) }
+                    jobs.run(counter: all) { context in
+                        started.decrement()
+                        context.wait(for: gate)
+                    }
                 }
+                jobs.wait(for: started)
                 let before = jobs.scheduler.fiberPools.reduce(0) { $0 + $1.allocatedCount }
                 gate.decrement()
                 jobs.wait(for: all)
