@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "frame-loop", targets: ["FrameLoop"]),
         .executable(name: "async-server", targets: ["AsyncServer"]),
         .executable(name: "image-batch", targets: ["ImageBatch"]),
+        .executable(name: "spindle-soak", targets: ["Soak"]),
     ],
     dependencies: [
         // Named, so that the dependency is "Spindle" whatever the checkout's folder is called;
@@ -24,6 +25,10 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "FrameLoop",
+            dependencies: [.product(name: "Spindle", package: "Spindle")]
+        ),
+        .executableTarget(
+            name: "Soak",
             dependencies: [.product(name: "Spindle", package: "Spindle")]
         ),
         .executableTarget(
