@@ -66,6 +66,7 @@ struct Options {
     var workers: Int?
     var pinning = JobSystem.Pinning.compact
     var render: UInt64?
+    var spinMicroseconds: Int?
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst()
@@ -74,6 +75,7 @@ struct Options {
             case "--port": port = Self.number(rest.popFirst(), option)
             case "--workers": workers = Self.number(rest.popFirst(), option)
             case "--render": render = UInt64(Self.number(rest.popFirst(), option))
+            case "--spin-us": spinMicroseconds = Self.number(rest.popFirst(), option)
             case "--pinning":
                 switch rest.popFirst() {
                 case "none": pinning = .none
@@ -91,7 +93,7 @@ struct Options {
     }
 
     static func usage(_ problem: String) -> Never {
-        print("spindle-server: \(problem)\nusage: spindle-server [--port N] [--workers N] [--pinning none|compact] [--render SEED]")
+        print("spindle-server: \(problem)\nusage: spindle-server [--port N] [--workers N] [--pinning none|compact] [--spin-us N] [--render SEED]")
         exit(64)
     }
 }
@@ -112,6 +114,7 @@ struct SpindleServer {
         _ = Render.roundsPerMicrosecond
         var configuration = JobSystem.Configuration(pinning: options.pinning)
         configuration.workers = options.workers
+        if let spin = options.spinMicroseconds { configuration.spinBeforeSleeping = .microseconds(spin) }
         let jobs = try JobSystem(configuration: configuration)
         defer { jobs.shutdown() }
 
