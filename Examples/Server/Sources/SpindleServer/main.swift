@@ -20,8 +20,13 @@ import Spindle
 enum Render {
     static let tiles = 4
 
-    /// Spin rounds per microsecond on this machine (W5's spin, calibrated at start).
-    static let roundsPerMicrosecond: Int = {
+    /// Spin rounds per microsecond on this machine (W5's spin, calibrated at start), unless
+    /// `--rounds-per-us` fixes it: the render's value depends on it, so a check that compares a
+    /// server's answers with `--render` fixes it in both processes.
+    nonisolated(unsafe) static var fixedRoundsPerMicrosecond: Int?
+    static let roundsPerMicrosecond: Int = fixedRoundsPerMicrosecond ?? calibrated
+
+    private static var calibrated: Int {
         var rounds = 1000
         for _ in 0..<3 {
             let start = DispatchTime.now().uptimeNanoseconds
@@ -32,7 +37,7 @@ enum Render {
             rounds = max(1, Int(Double(rounds) * 1000 / nanoseconds))
         }
         return rounds
-    }()
+    }
 
     static func spin(_ seed: UInt64, _ rounds: Int) -> UInt64 {
         var h = seed
@@ -67,6 +72,7 @@ struct Options {
     var pinning = JobSystem.Pinning.compact
     var render: UInt64?
     var spinMicroseconds: Int?
+    var roundsPerMicrosecond: Int?
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst()
@@ -76,6 +82,7 @@ struct Options {
             case "--workers": workers = Self.number(rest.popFirst(), option)
             case "--render": render = UInt64(Self.number(rest.popFirst(), option))
             case "--spin-us": spinMicroseconds = Self.number(rest.popFirst(), option)
+            case "--rounds-per-us": roundsPerMicrosecond = Self.number(rest.popFirst(), option)
             case "--pinning":
                 switch rest.popFirst() {
                 case "none": pinning = .none
@@ -93,7 +100,7 @@ struct Options {
     }
 
     static func usage(_ problem: String) -> Never {
-        print("spindle-server: \(problem)\nusage: spindle-server [--port N] [--workers N] [--pinning none|compact] [--spin-us N] [--render SEED]")
+        print("spindle-server: \(problem)\nusage: spindle-server [--port N] [--workers N] [--pinning none|compact] [--spin-us N] [--rounds-per-us N] [--render SEED]")
         exit(64)
     }
 }
@@ -107,6 +114,7 @@ func seed(_ request: Request) -> UInt64 {
 struct SpindleServer {
     static func main() async throws {
         let options = Options(CommandLine.arguments)
+        Render.fixedRoundsPerMicrosecond = options.roundsPerMicrosecond
         if let render = options.render {
             print(Render.answer(Render.serial(render)))
             return
