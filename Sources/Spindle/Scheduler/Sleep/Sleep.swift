@@ -123,9 +123,18 @@ final class SleepState: @unchecked Sendable {
     /// worker is already searching.
     @inline(__always)
     func workPosted(_ scheduler: some SleepEnvironment) {
+        if Self.mustWake(afterPostOn: activity) { wakeOne(scheduler) }
+    }
+
+    /// Steps 1–2 of `workPosted` on an activity word (`activityWord`, which workers keep so that
+    /// `post` reads no line of this object): whether step 3, waking one sleeper, is needed.
+    @inline(__always)
+    static func mustWake(afterPostOn activity: UnsafeMutablePointer<Atomic<UInt64>>) -> Bool {
         // Step 1: the push must be visible before we read the counts (store-load order).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        workPublished(scheduler)
+        // Step 2: a searching worker will find the work; it wakes a sleeper if it was the last.
+        // Sequentially consistent: the load side of the store-load pair with the push.
+        return searching(activity.pointee.load(ordering: .sequentiallyConsistent)) == 0
     }
 
     /// Steps 2–3 of `workPosted`, for a push whose publishing write was a sequentially
@@ -146,7 +155,7 @@ final class SleepState: @unchecked Sendable {
     /// wake-up is needed. `heldWork`: by the owner's copy of `top`, the deque held work before
     /// the push; `storage` is the deque's, for the exact reading; `activity` is this state's
     /// word (`activityWord`), which workers keep so that posting reads no line of this object.
-    /// If false, the caller continues with `workPosted` (steps 1–3).
+    /// If false, the caller continues with steps 1–3 (`mustWake(afterPostOn:)`, `wakeOne`).
     @inline(__always)
     static func postNeedsNoWake(heldWork: Bool, storage: UnsafeMutableRawPointer,
                                 activity: UnsafeMutablePointer<Atomic<UInt64>>, workerCount: Int) -> Bool {
@@ -315,13 +324,12 @@ final class SleepState: @unchecked Sendable {
         while sleepWord.pointee.load(ordering: .acquiring) == 1 {
             if let stamp = watch, let timeout = scheduler.stallNanoseconds {
                 if Futex.wait(on: sleepWord, expected: 1, timeoutNanoseconds: timeout) == .timedOut {
-                    if sleepWord.pointee.load(ordering: .acquiring) == 1 && watchesForStall(scheduler) != nil
-                        && scheduler.progressStamp() == stamp {
+                    // Still idle with fibers parked, and nothing ran since: a stall. Watch on
+                    // from the new stamp (`stalled` reports one stall once).
+                    watch = watchesForStall(scheduler)
+                    if watch == stamp && sleepWord.pointee.load(ordering: .acquiring) == 1 {
                         scheduler.stalled(since: stamp)
                     }
-                    // Watch again (a new stamp if something ran meanwhile); `stalled` reports
-                    // one stall once.
-                    watch = watchesForStall(scheduler)
                 }
             } else {
                 _ = Futex.wait(on: sleepWord, expected: 1)

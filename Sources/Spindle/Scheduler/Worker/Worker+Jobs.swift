@@ -190,8 +190,7 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
             return
         }
         // Steps 1–3 with the worker's own copy of the activity word's address.
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if SleepState.searching(pointee.activity.pointee.load(ordering: .sequentiallyConsistent)) == 0 {
+        if SleepState.mustWake(afterPostOn: pointee.activity) {
             pointee.schedulerReference._withUnsafeGuaranteedRef { scheduler in _ = scheduler.sleep.wakeOne(scheduler) }
         }
     }
