@@ -29,16 +29,17 @@ public struct JobContext {
     /// Submits `body` as a job on this worker's deque (where idle workers may steal it) and
     /// returns a new counter that reaches zero when it is done.
     ///
-    /// - Parameters: as for `JobSystem.run(priority:affinity:_:)`.
+    /// - Parameters: as for `JobSystem.run(priority:affinity:file:line:_:)`.
     /// - Complexity: O(1); never blocks or switches fibers. One heap allocation (the counter);
-    ///   `run(counter:priority:affinity:_:)` has none.
-    @discardableResult
+    ///   `run(counter:priority:affinity:file:line:_:)` has none.
+    @discardableResult @inlinable
     public func run(
         priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) -> JobCounter {
         let counter = JobCounter()
-        run(counter: counter, priority: priority, affinity: affinity, consume body)
+        submitRun(counter: counter, priority: priority, affinity: affinity, site: submissionSite(file, line), consume body)
         return counter
     }
 
@@ -47,10 +48,21 @@ public struct JobContext {
     /// - Complexity: O(1); never blocks or switches fibers; no heap allocation (the record comes
     ///   from the worker's frame allocator; Swift allocates a closure context only when a closure
     ///   value that captures is formed).
+    @inlinable
     public func run(
         counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) {
+        submitRun(counter: counter, priority: priority, affinity: affinity, site: submissionSite(file, line), consume body)
+    }
+
+    // The public submitting calls are inlinable forwarders to these, so that `file` and `line`
+    // cost nothing in release builds (`SubmissionSite`).
+
+    @usableFromInline
+    func submitRun(counter: JobCounter, priority: Priority, affinity: JobAffinity, site: SubmissionSite,
+                   _ body: consuming @escaping @Sendable (JobContext) -> Void) {
         let worker = state.pointee.worker
         // A completion of this counter that this worker has not subtracted yet pays for the new
         // job's addition: the count stays the same and neither is applied (docs/scheduler.md,
@@ -58,7 +70,7 @@ public struct JobContext {
         if !worker.cancelDeferredDecrement(of: counter) { counter.increment() }
         let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
         // The body moves into the record (no retain here, no release by the caller).
-        Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+        Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity, site: site)
         worker.post(Token.record(record), priority: priority)
     }
 
@@ -75,27 +87,43 @@ public struct JobContext {
     /// for node in children { ctx.run(counter: done, argument: node, visit) }
     /// ```
     ///
-    /// - Parameters: as for `run(counter:priority:affinity:_:)`.
+    /// - Parameters: as for `run(counter:priority:affinity:file:line:_:)`.
     /// - Complexity: O(1); never blocks or switches fibers; no heap allocation.
+    @inlinable
     public func run(
         counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
-        argument: Int, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void
+        argument: Int, file: StaticString = #fileID, line: UInt = #line,
+        _ body: consuming @escaping @Sendable (Int, JobContext) -> Void
     ) {
+        submitArgument(counter: counter, priority: priority, affinity: affinity, argument: argument,
+                       site: submissionSite(file, line), consume body)
+    }
+
+    @usableFromInline
+    func submitArgument(counter: JobCounter, priority: Priority, affinity: JobAffinity, argument: Int,
+                        site: SubmissionSite, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
         let worker = state.pointee.worker
         if !worker.cancelDeferredDecrement(of: counter) { counter.increment() }
         let record = worker.allocateRecord(size: MemoryLayout<ArgumentRecord>.stride)
         Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
-                                     priority: priority, affinity: affinity)
+                                     priority: priority, affinity: affinity, site: site)
         worker.post(Token.record(record), priority: priority)
     }
 
     /// Submits `count` jobs running `body(index, context)` for `0..<count`, with one counter.
-    /// See `JobSystem.run(count:priority:affinity:counter:_:)`.
-    @discardableResult
+    /// See `JobSystem.run(count:priority:affinity:counter:file:line:_:)`.
+    @discardableResult @inlinable
     public func run(
         count: Int, priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: @escaping @Sendable (Int, JobContext) -> Void
     ) -> JobCounter {
+        submitCount(count: count, priority: priority, affinity: affinity, counter: counter, site: submissionSite(file, line), body)
+    }
+
+    @usableFromInline
+    func submitCount(count: Int, priority: Priority, affinity: JobAffinity, counter: JobCounter?, site: SubmissionSite,
+                     _ body: @escaping @Sendable (Int, JobContext) -> Void) -> JobCounter {
         require(count >= 0, "JobContext.run(count: \(count)): the count must not be negative")
         let counter = counter ?? JobCounter()
         guard count > 0 else { return counter }
@@ -104,7 +132,7 @@ public struct JobContext {
         let tickets = Swift.min(count, worker.pointee.workerCount)
         worker.submit(priority: priority, size: MemoryLayout<CountRecord>.stride) { record in
             Execution.initializeCount(record, count: count, tickets: tickets, body: body,
-                                      counter: counter, priority: priority, affinity: affinity)
+                                      counter: counter, priority: priority, affinity: affinity, site: site)
         }
         return counter
     }
@@ -129,7 +157,7 @@ public struct JobContext {
         require(state.pointee.currentCounter != identity.toOpaque(),
                      "JobContext.wait(for:) on the running job's own counter: it cannot reach zero before this job returns, so the wait would never end; wait on the counters of the jobs you spawned instead")
         state.pointee.waitedCounter = identity.toOpaque()
-        state.pointee.waitSite = WaitSite(file: file, line: line)
+        state.pointee.waitSite = SourceSite(file: file, line: line)
         // A wake-up of an earlier round of a reused counter parks the fiber again.
         repeat {
             scheduler.park(state, .parkOnCounter(state, identity, observed))

@@ -23,6 +23,27 @@ extension JobSystem {
             public let line: Int?
             /// The worker the job parked on.
             public let worker: Int
+            /// Debug builds: where the waiting job was submitted (the `file` and `line` of the
+            /// `JobSystem.run`, `tryRun` or `JobContext.run` call that made it). nil in release
+            /// builds and for jobs the library made (`origin` says which).
+            public let submittedFile: String?
+            public let submittedLine: Int?
+            /// Debug builds: what the waiting job is: "run", "run(argument:)", "run(count:)",
+            /// "graph node \"name\"", "join". nil in release builds.
+            public let origin: String?
+
+            public init(job: ObjectIdentifier?, counter: ObjectIdentifier?, counterValue: Int?, file: String?, line: Int?,
+                        worker: Int, submittedFile: String? = nil, submittedLine: Int? = nil, origin: String? = nil) {
+                self.job = job
+                self.counter = counter
+                self.counterValue = counterValue
+                self.file = file
+                self.line = line
+                self.worker = worker
+                self.submittedFile = submittedFile
+                self.submittedLine = submittedLine
+                self.origin = origin
+            }
         }
 
         /// The parked jobs, in no particular order.
@@ -69,7 +90,12 @@ extension JobSystem {
             }
             var lines = ["Spindle: JobSystem stalled: every worker has been asleep with nothing queued for \(idle) while \(waits.count) job(s) wait in parked fibers; no job of the system can end these waits:"]
             for (index, wait) in waits.enumerated() {
-                let who = wait.job.map { "the job of \(name($0))" } ?? "a job without a counter"
+                var who = wait.job.map { "the job of \(name($0))" } ?? "a job without a counter"
+                if let file = wait.submittedFile {
+                    who += " (submitted at \(file):\(wait.submittedLine ?? 0))"
+                } else if let origin = wait.origin {
+                    who += " (\(origin), made by the library)"
+                }
                 let site = wait.file.map { " at \($0):\(wait.line ?? 0)" } ?? ""
                 let what: String
                 if let counter = wait.counter {

@@ -108,37 +108,52 @@ public final class JobSystem: @unchecked Sendable {
     /// - Parameters:
     ///   - priority: where the job queues (see `Priority`).
     ///   - affinity: whether the job may continue on another worker after it waits.
+    ///   - file, line: where the job is submitted, named by stall reports in debug builds
+    ///     (`JobSystem.StallReport`); leave them at their defaults.
     /// - Precondition: from outside the system, `shutdown()` has not been called (jobs of this
     ///   system may still submit while it drains). A call that races `shutdown()` either returns
     ///   normally, and then the job runs, or traps; `tryRun` returns false instead of trapping
     ///   (docs/sleep.md, "Submissions and shutdown").
-    /// - Complexity: O(1). One heap allocation (the counter); `run(counter:priority:affinity:_:)`
+    /// - Complexity: O(1). One heap allocation (the counter); `run(counter:priority:affinity:file:line:_:)`
     ///   has none.
-    @discardableResult
+    @discardableResult @inlinable
     public func run(
         priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) -> JobCounter {
         let counter = JobCounter()
-        run(counter: counter, priority: priority, affinity: affinity, consume body)
+        submitRun(counter: counter, priority: priority, affinity: affinity, site: submissionSite(file, line), consume body)
         return counter
     }
 
     /// Submits `body` as a job that adds one to `counter` now and subtracts it when done.
     /// Never blocks.
     ///
-    /// - Precondition: as for `run(priority:affinity:_:)`.
+    /// - Parameters: as for `run(priority:affinity:file:line:_:)`.
+    /// - Precondition: as for `run(priority:affinity:file:line:_:)`.
     /// - Complexity: O(1); no heap allocation (records come from per-thread frame allocators;
     ///   Swift allocates a closure context only when a closure value that captures is formed).
+    @inlinable
     public func run(
         counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: consuming @escaping @Sendable (JobContext) -> Void
     ) {
-        counter.increment()
-        scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, api: "JobSystem.run", consume body)
+        submitRun(counter: counter, priority: priority, affinity: affinity, site: submissionSite(file, line), consume body)
     }
 
-    /// Submits `body` as `run(counter:priority:affinity:_:)` does, unless the system has shut
+    // The public submitting calls are inlinable forwarders to these, so that `file` and `line`
+    // cost nothing in release builds (`SubmissionSite`).
+
+    @usableFromInline
+    func submitRun(counter: JobCounter, priority: Priority, affinity: JobAffinity, site: SubmissionSite,
+                   _ body: consuming @escaping @Sendable (JobContext) -> Void) {
+        counter.increment()
+        scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, api: "JobSystem.run", site: site, consume body)
+    }
+
+    /// Submits `body` as `run(counter:priority:affinity:file:line:_:)` does, unless the system has shut
     /// down: then it returns false and leaves `counter` as it was, instead of trapping. For
     /// producers on other threads that may race `shutdown()`.
     ///
@@ -148,13 +163,21 @@ public final class JobSystem: @unchecked Sendable {
     /// Thread-safety: callable from any thread. Never blocks (a submission that meets the last
     /// worker deciding to terminate waits for that decision, a few queue reads).
     /// - Complexity: O(1); no heap allocation.
+    @inlinable
     public func tryRun(
         counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: @escaping @Sendable (JobContext) -> Void
     ) -> Bool {
+        trySubmitRun(counter: counter, priority: priority, affinity: affinity, site: submissionSite(file, line), body)
+    }
+
+    @usableFromInline
+    func trySubmitRun(counter: JobCounter, priority: Priority, affinity: JobAffinity, site: SubmissionSite,
+                      _ body: @escaping @Sendable (JobContext) -> Void) -> Bool {
         counter.increment()
         let accepted = scheduler.trySubmit(priority: priority) { record in
-            Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity)
+            Execution.initializeRun(record, body: body, counter: counter, priority: priority, affinity: affinity, site: site)
         }
         if !accepted { counter.decrement() }
         return accepted
@@ -165,29 +188,40 @@ public final class JobSystem: @unchecked Sendable {
     ///
     /// Thread-safety: callable from any thread. Never blocks.
     /// - Complexity: O(1). One heap allocation (the counter).
+    @inlinable
     public func tryRun(
         priority: Priority = .normal, affinity: JobAffinity = .migratable,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: @escaping @Sendable (JobContext) -> Void
     ) -> JobCounter? {
         let counter = JobCounter()
-        return tryRun(counter: counter, priority: priority, affinity: affinity, body) ? counter : nil
+        return trySubmitRun(counter: counter, priority: priority, affinity: affinity, site: submissionSite(file, line), body) ? counter : nil
     }
 
     /// Submits a job that calls `body(argument, context)`, adding one to `counter` now and
     /// subtracting it when done. Never blocks.
     ///
     /// For jobs that differ only in an integer: form `body` once and pass the same value to every
-    /// call, and no job allocates a closure context. See `JobContext.run(counter:priority:affinity:argument:_:)`.
+    /// call, and no job allocates a closure context. See `JobContext.run(counter:priority:affinity:argument:file:line:_:)`.
     ///
-    /// - Precondition: as for `run(priority:affinity:_:)`.
+    /// - Precondition: as for `run(priority:affinity:file:line:_:)`.
     /// - Complexity: O(1); no heap allocation (records come from per-thread frame allocators).
+    @inlinable
     public func run(
         counter: JobCounter, priority: Priority = .normal, affinity: JobAffinity = .migratable,
-        argument: Int, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void
+        argument: Int, file: StaticString = #fileID, line: UInt = #line,
+        _ body: consuming @escaping @Sendable (Int, JobContext) -> Void
     ) {
+        submitArgument(counter: counter, priority: priority, affinity: affinity, argument: argument,
+                       site: submissionSite(file, line), consume body)
+    }
+
+    @usableFromInline
+    func submitArgument(counter: JobCounter, priority: Priority, affinity: JobAffinity, argument: Int,
+                        site: SubmissionSite, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
         counter.increment()
         scheduler.submitArgument(priority: priority, affinity: affinity, counter: counter, argument: argument,
-                                 api: "JobSystem.run(counter:argument:)", consume body)
+                                 api: "JobSystem.run(counter:argument:)", site: site, consume body)
     }
 
     /// Submits `count` jobs that run `body(index, context)` for every index in `0..<count`, and
@@ -198,11 +232,18 @@ public final class JobSystem: @unchecked Sendable {
     ///
     /// - Precondition: `count >= 0`; as for `run(priority:affinity:counter:_:)`.
     /// - Complexity: O(1) to submit.
-    @discardableResult
+    @discardableResult @inlinable
     public func run(
         count: Int, priority: Priority = .normal, affinity: JobAffinity = .migratable, counter: JobCounter? = nil,
+        file: StaticString = #fileID, line: UInt = #line,
         _ body: @escaping @Sendable (Int, JobContext) -> Void
     ) -> JobCounter {
+        submitCount(count: count, priority: priority, affinity: affinity, counter: counter, site: submissionSite(file, line), body)
+    }
+
+    @usableFromInline
+    func submitCount(count: Int, priority: Priority, affinity: JobAffinity, counter: JobCounter?, site: SubmissionSite,
+                     _ body: @escaping @Sendable (Int, JobContext) -> Void) -> JobCounter {
         require(count >= 0, "JobSystem.run(count: \(count)): the count must not be negative")
         let counter = counter ?? JobCounter()
         guard count > 0 else { return counter }
@@ -210,7 +251,7 @@ public final class JobSystem: @unchecked Sendable {
         let tickets = Swift.min(count, workerCount)
         scheduler.submit(priority: priority, size: MemoryLayout<CountRecord>.stride, api: "JobSystem.run(count:)") { memory in
             Execution.initializeCount(memory, count: count, tickets: tickets, body: body, counter: counter,
-                                      priority: priority, affinity: affinity)
+                                      priority: priority, affinity: affinity, site: site)
         }
         return counter
     }

@@ -33,6 +33,10 @@ struct StallTests {
         #expect(stderr.contains("JobSystem stalled"), "\(stderr)")
         #expect(stderr.contains("2 job(s) wait in parked fibers"), "\(stderr)")
         #expect(stderr.contains("StallTests.swift"), "the wait sites: \(stderr)")
+        #if DEBUG
+        #expect(stderr.components(separatedBy: "(submitted at SpindleTests/StallTests.swift:").count == 3,
+                "both jobs' submission sites: \(stderr)")
+        #endif
         #expect(stderr.contains("wait for each other in a cycle"), "\(stderr)")
     }
 
@@ -51,6 +55,7 @@ struct StallTests {
             }
             let held = JobCounter(1)
             let done = JobCounter()
+            let submittedLine = #line + 1
             jobs.run(counter: done) { context in context.wait(for: held) }
             reported.wait()
             let report = reports.withLock { $0[0] }
@@ -60,11 +65,73 @@ struct StallTests {
             #expect(wait?.counterValue == 1)
             #expect(wait?.job == ObjectIdentifier(done))
             #expect(wait?.file?.hasSuffix("StallTests.swift") == true, "\(String(describing: wait?.file))")
+            #if DEBUG
+            #expect(wait?.submittedFile?.hasSuffix("StallTests.swift") == true, "\(String(describing: wait?.submittedFile))")
+            #expect(wait?.submittedLine == submittedLine)
+            #expect(wait?.origin == "run")
+            #expect(report.description.contains("submitted at SpindleTests/StallTests.swift:\(submittedLine)"), "\(report)")
+            #else
+            #expect(wait?.submittedFile == nil && wait?.submittedLine == nil && wait?.origin == nil, "release builds keep no sites")
+            _ = submittedLine
+            #endif
             #expect(report.cycles.isEmpty)
             held.decrement()
             jobs.wait(for: done)
             jobs.shutdown()
             #expect(reports.withLock { $0.count } == 1, "one stall, one report")
+        }
+    }
+
+    /// Debug builds: every parked job in the report says where it was submitted, whichever
+    /// submitting call made it (outside and inside a job, with an argument, with a count), and a
+    /// graph node says which node it is. Release builds keep no sites. At several worker counts.
+    @Test(arguments: [1, 2, 4, 8])
+    func eachWaitSaysWhereItsJobWasSubmitted(workers: Int) {
+        withTimeLimit(seconds: 60, "submission sites, \(workers) workers") {
+            let jobs = try! JobSystem(configuration: .init(workers: workers, stallReportAfter: .milliseconds(100)))
+            let reported = DispatchSemaphore(value: 0)
+            let reports = Mutex<[JobSystem.StallReport]>([])
+            jobs.onStall { report in
+                reports.withLock { $0.append(report) }
+                reported.signal()
+            }
+            let held = JobCounter(1)
+            let done = JobCounter()
+            var expected: [String: Int] = [:]
+            expected["run(count:)"] = #line + 1
+            jobs.run(count: 1, counter: done) { _, context in context.wait(for: held) }
+            expected["run(argument:)"] = #line + 1
+            jobs.run(counter: done, argument: 7) { _, context in context.wait(for: held) }
+            let inner = #line + 3
+            expected["run"] = #line + 1
+            jobs.run(counter: done) { context in
+                let child = context.run { childContext in childContext.wait(for: held) }
+                context.wait(for: child)
+            }
+            let graph = TaskGraph("stalled")
+            graph.node("waiter") { context in context.wait(for: held) }
+            let graphRun = jobs.run(graph)
+            reported.wait()
+            let report = reports.withLock { $0[0] }
+            #expect(report.waits.count == 5, "\(report)")
+            #if DEBUG
+            let sited = report.waits.filter { $0.submittedFile != nil }
+            #expect(sited.allSatisfy { $0.submittedFile!.hasSuffix("StallTests.swift") }, "\(report)")
+            let lines = Dictionary(grouping: sited, by: { $0.origin ?? "?" }).mapValues { $0.map { $0.submittedLine ?? 0 }.sorted() }
+            #expect(lines["run(count:)"] == [expected["run(count:)"]!], "\(report)")
+            #expect(lines["run(argument:)"] == [expected["run(argument:)"]!], "\(report)")
+            #expect(lines["run"] == [expected["run"]!, inner].sorted(), "\(report)")
+            let node = report.waits.filter { $0.submittedFile == nil }
+            #expect(node.map(\.origin) == ["graph node \"waiter\""], "\(report)")
+            #expect(report.description.contains("graph node \"waiter\", made by the library"), "\(report)")
+            #else
+            #expect(report.waits.allSatisfy { $0.submittedFile == nil && $0.origin == nil }, "\(report)")
+            _ = (expected, inner)
+            #endif
+            held.decrement()
+            jobs.wait(for: done)
+            jobs.wait(for: graphRun)
+            jobs.shutdown()
         }
     }
 

@@ -15,7 +15,7 @@ extension Scheduler {
     /// Queues `body` as a job that no counter tracks (its completion is signalled by the body
     /// itself, e.g. by resuming a continuation).
     func submitUncounted(priority: Priority, api: StaticString, _ body: __owned @escaping @Sendable (JobContext) -> Void) {
-        submitRun(priority: priority, affinity: .migratable, counter: nil, api: api, body)
+        submitRun(priority: priority, affinity: .migratable, counter: nil, api: api, site: madeByLibrary, body)
     }
 
     /// Queues a partial task: on the calling worker's deque when the caller is one of this

@@ -197,12 +197,18 @@ enum GraphExecution {
         state.pointee.worker.releaseRecord(memory)
         state.pointee.worker.flushDecrements()
         let saved = (state.pointee.currentCounter, state.pointee.priority, state.pointee.pinned)
+        #if DEBUG
+        let savedOrigin = state.pointee.origin
+        #endif
         let ended = plan._withUnsafeGuaranteedRef { plan in
             run(plan, from: first, on: state)
         }
         state.pointee.currentCounter = saved.0
         state.pointee.priority = saved.1
         state.pointee.pinned = saved.2
+        #if DEBUG
+        state.pointee.origin = savedOrigin
+        #endif
         // The run's reference to the plan (taken by `beginRun`): the last touch of the plan.
         if ended { plan.release() }
     }
@@ -224,6 +230,9 @@ enum GraphExecution {
         while true {
             let line = plan.line(node)
             state.pointee.priority = line[GraphPlan.priority].pointee
+            #if DEBUG
+            state.pointee.origin = JobOrigin(kind: .graphNode, graph: Unmanaged.passUnretained(plan).toOpaque(), node: node)
+            #endif
             // Relaxed: a hint; nodes already running finish their bodies in any case.
             if !plan.failed.pointee.load(ordering: .relaxed) {
                 // SAFETY: the body's two words, called without copying the closure; the plan

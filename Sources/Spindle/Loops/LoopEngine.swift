@@ -129,7 +129,7 @@ struct LoopEngine: Sendable {
             scheduler.submit(priority: .normal, api: "a parallel loop (parallelFor, parallelMap, parallelReduce, parallelForEach)") { record in
                 Execution.initializeRun(record, body: { context in
                     spindle_closure_invoke(address.words, UnsafeMutableRawPointer(context.state))
-                }, counter: counter, priority: .normal, affinity: .migratable)
+                }, counter: counter, priority: .normal, affinity: .migratable, site: madeByLibrary)
             }
             scheduler.waitOutside(for: counter)
         }
@@ -161,7 +161,7 @@ struct LoopEngine: Sendable {
                     Execution.initializeRun(record, body: { context in
                         var argument = BlockArgument(state: context.state, lower: lower, upper: upper)
                         withUnsafeMutableBytes(of: &argument) { spindle_closure_invoke(address.words, $0.baseAddress!) }
-                    }, counter: counter, priority: .normal, affinity: .migratable)
+                    }, counter: counter, priority: .normal, affinity: .migratable, site: madeByLibrary)
                 }
             }
             if let current {

@@ -96,7 +96,7 @@ final class PipelineBuilder: @unchecked Sendable {
             case .shared:
                 run.jobCounter.increment()
                 jobs.scheduler.submitRun(priority: .normal, affinity: .migratable, counter: run.jobCounter,
-                                         api: "Pipeline.start(on:)") { _ in
+                                         api: "Pipeline.start(on:)", site: madeByLibrary) { _ in
                     loop()
                     run.stageFinished()
                 }

@@ -120,16 +120,16 @@ extension Scheduler {
     /// instead of being retained there and released by the caller (a retain and release pair
     /// per job, measured in W6; docs/scheduler.md, "Job records").
     @inline(__always)
-    func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?, api: StaticString,
+    func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?, api: StaticString, site: SubmissionSite,
                    _ body: consuming @escaping @Sendable (JobContext) -> Void) {
         switch route() {
         case .worker(let worker):
             let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
-            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity, site: site)
             worker.post(Token.record(record), priority: priority)
         case .outside:
             let record = outsideRecord(size: MemoryLayout<RunRecord>.stride, api: api)
-            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity)
+            Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity, site: site)
             if !pushFromOutside(record, priority: priority) { lostToShutdown(api) }
         }
     }
@@ -137,17 +137,17 @@ extension Scheduler {
     /// Submits a `run(counter:argument:)` job, its body moved in like `submitRun`'s.
     @inline(__always)
     func submitArgument(priority: Priority, affinity: JobAffinity, counter: JobCounter?, argument: Int,
-                        api: StaticString, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
+                        api: StaticString, site: SubmissionSite, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
         switch route() {
         case .worker(let worker):
             let record = worker.allocateRecord(size: MemoryLayout<ArgumentRecord>.stride)
             Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
-                                         priority: priority, affinity: affinity)
+                                         priority: priority, affinity: affinity, site: site)
             worker.post(Token.record(record), priority: priority)
         case .outside:
             let record = outsideRecord(size: MemoryLayout<ArgumentRecord>.stride, api: api)
             Execution.initializeArgument(record, argument: argument, body: consume body, counter: counter,
-                                         priority: priority, affinity: affinity)
+                                         priority: priority, affinity: affinity, site: site)
             if !pushFromOutside(record, priority: priority) { lostToShutdown(api) }
         }
     }

@@ -56,14 +56,35 @@ extension Scheduler {
             next = state.pointee.allNext
             guard state.pointee.phase == .parked else { continue }
             let counter = state.pointee.waitedCounter.map { Unmanaged<JobCounter>.fromOpaque($0).takeUnretainedValue() }
+            #if DEBUG
+            let origin = state.pointee.origin
+            let site = origin?.site
+            let described = origin.map(Self.describe)
+            #else
+            let site: SourceSite? = nil
+            let described: String? = nil
+            #endif
             waits.append(JobSystem.StallReport.Wait(
                 job: state.pointee.currentCounter.map { ObjectIdentifier(Unmanaged<JobCounter>.fromOpaque($0).takeUnretainedValue()) },
                 counter: counter.map(ObjectIdentifier.init),
                 counterValue: counter?.value,
                 file: state.pointee.waitSite.map { "\($0.file)" },
                 line: state.pointee.waitSite.map { Int($0.line) },
-                worker: state.pointee.worker.pointee.index))
+                worker: state.pointee.worker.pointee.index,
+                submittedFile: site.map { "\($0.file)" },
+                submittedLine: site.map { Int($0.line) },
+                origin: described))
         }
         return waits
     }
+
+    #if DEBUG
+    /// What a parked job is, for the report: its kind, and a graph node's name.
+    private static func describe(_ origin: JobOrigin) -> String {
+        guard origin.kind == .graphNode, let graph = origin.graph else { return origin.kind.traceName }
+        // The running graph holds its plan, and a node of it is parked: the plan is alive.
+        let plan = Unmanaged<GraphPlan>.fromOpaque(graph).takeUnretainedValue()
+        return "graph node \"\(plan.names[origin.node])\""
+    }
+    #endif
 }

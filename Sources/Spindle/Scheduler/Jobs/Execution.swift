@@ -8,6 +8,10 @@ import Synchronization
 struct RunRecord: JobRecordKind {
     var header: JobHeader
     var body: RunBody
+    #if DEBUG
+    /// Where the job was submitted (debug builds only; docs/sleep.md, "Stalls").
+    var site: SourceSite?
+    #endif
 
     static var kind: JobKind { .run }
     static var execute: ExecuteFunction { Execution.executeRun }
@@ -28,6 +32,9 @@ struct ArgumentRecord: JobRecordKind {
     var header: JobHeader
     var body: ArgumentBody
     var argument: Int
+    #if DEBUG
+    var site: SourceSite?
+    #endif
 
     static var kind: JobKind { .runArgument }
     static var execute: ExecuteFunction { Execution.executeArgument }
@@ -51,6 +58,9 @@ struct CountRecord: ~Copyable {
     let ticketsSpawned: Atomic<Int>
     /// Tickets not yet finished; the last one releases the record.
     let ticketsLive: Atomic<Int>
+    #if DEBUG
+    let site: SourceSite?
+    #endif
 }
 
 extension CountRecord: JobRecordKind {
@@ -64,7 +74,8 @@ enum Execution {
     /// The executors call a record's body in place through its two words, right after the
     /// header (closure.c); a layout change must fail loudly, not call garbage.
     static func checkRecordLayouts() {
-        require(MemoryLayout<RunRecord>.size == MemoryLayout<JobHeader>.stride + 2 * MemoryLayout<Int>.size
+        require(MemoryLayout<RunRecord>.offset(of: \RunRecord.body) == MemoryLayout<JobHeader>.stride
+                    && MemoryLayout<RunBody>.size == 2 * MemoryLayout<Int>.size
                     && MemoryLayout<ArgumentRecord>.offset(of: \ArgumentRecord.body) == MemoryLayout<JobHeader>.stride
                     && MemoryLayout<ArgumentBody>.size == 2 * MemoryLayout<Int>.size
                     && JoinRecord.size >= JoinRecord.thunk.offset + 2 * MemoryLayout<Int>.size,
@@ -75,16 +86,21 @@ enum Execution {
 
     static func initializeRun(
         _ memory: UnsafeMutableRawPointer, body: __owned @escaping @Sendable (JobContext) -> Void,
-        counter: JobCounter?, priority: Priority, affinity: JobAffinity
+        counter: JobCounter?, priority: Priority, affinity: JobAffinity, site: SubmissionSite
     ) {
-        memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(
-            header: JobHeader(for: RunRecord.self, counter: counter.map { Unmanaged.passUnretained($0) },
-                              priority: priority, pinned: affinity == .pinned),
-            body: RunBody(call: body)))
+        let header = JobHeader(for: RunRecord.self, counter: counter.map { Unmanaged.passUnretained($0) },
+                               priority: priority, pinned: affinity == .pinned)
+        #if DEBUG
+        memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(header: header, body: RunBody(call: body), site: site))
+        #else
+        memory.bindMemory(to: RunRecord.self, capacity: 1).initialize(to: RunRecord(header: header, body: RunBody(call: body)))
+        #endif
     }
 
     static let executeRun: ExecuteFunction = { memory, rawState in
-        runInPlace(memory, rawState, RunBody.self) { words in spindle_closure_invoke(words, rawState) }
+        runInPlace(memory, rawState, RunBody.self, origin: origin(of: memory.assumingMemoryBound(to: RunRecord.self))) { words in
+            spindle_closure_invoke(words, rawState)
+        }
     }
 
     /// Runs the closure that follows the header of a `run` or `run(counter:argument:)` record
@@ -93,12 +109,13 @@ enum Execution {
     /// completion on the worker the job finished on.
     @inline(__always)
     static func runInPlace<Body>(_ memory: UnsafeMutableRawPointer, _ rawState: UnsafeMutableRawPointer,
-                                 _ bodyType: Body.Type, _ call: (UnsafeMutablePointer<UnsafeMutableRawPointer>) -> Void) {
+                                 _ bodyType: Body.Type, origin: Origin,
+                                 _ call: (UnsafeMutablePointer<UnsafeMutableRawPointer>) -> Void) {
         let state = rawState.assumingMemoryBound(to: FiberState.self)
         let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
         let body = (memory + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: Body.self)
         state.pointee.worker.flushDecrements(unlessFor: header.counter)
-        let saved = enter(state, counter: header.counter, header: header)
+        let saved = enter(state, counter: header.counter, header: header, origin: origin)
         // SAFETY: the body is one closure, stored as its two words (function, context); the
         // trampolines call it with Swift's convention without copying it, so the body's
         // reference count is not touched here. The record stays allocated until the call returns.
@@ -119,19 +136,25 @@ enum Execution {
 
     static func initializeArgument(
         _ memory: UnsafeMutableRawPointer, argument: Int, body: __owned @escaping @Sendable (Int, JobContext) -> Void,
-        counter: JobCounter?, priority: Priority, affinity: JobAffinity
+        counter: JobCounter?, priority: Priority, affinity: JobAffinity, site: SubmissionSite
     ) {
+        let header = JobHeader(for: ArgumentRecord.self, counter: counter.map { Unmanaged.passUnretained($0) },
+                               priority: priority, pinned: affinity == .pinned)
+        #if DEBUG
         memory.bindMemory(to: ArgumentRecord.self, capacity: 1).initialize(to: ArgumentRecord(
-            header: JobHeader(for: ArgumentRecord.self, counter: counter.map { Unmanaged.passUnretained($0) },
-                              priority: priority, pinned: affinity == .pinned),
-            body: ArgumentBody(call: body), argument: argument))
+            header: header, body: ArgumentBody(call: body), argument: argument, site: site))
+        #else
+        memory.bindMemory(to: ArgumentRecord.self, capacity: 1).initialize(to: ArgumentRecord(
+            header: header, body: ArgumentBody(call: body), argument: argument))
+        #endif
     }
 
     /// `executeRun` for a body that takes the record's integer as well (its second parameter,
     /// `JobContext`, is one pointer, which the trampoline passes).
     static let executeArgument: ExecuteFunction = { memory, rawState in
-        let argument = memory.assumingMemoryBound(to: ArgumentRecord.self).pointee.argument
-        runInPlace(memory, rawState, ArgumentBody.self) { words in
+        let record = memory.assumingMemoryBound(to: ArgumentRecord.self)
+        let argument = record.pointee.argument
+        runInPlace(memory, rawState, ArgumentBody.self, origin: origin(of: record)) { words in
             spindle_closure_invoke_with_integer(words, argument, rawState)
         }
     }
@@ -141,13 +164,19 @@ enum Execution {
     static func initializeCount(
         _ memory: UnsafeMutableRawPointer, count: Int, tickets: Int,
         body: @escaping @Sendable (Int, JobContext) -> Void,
-        counter: JobCounter, priority: Priority, affinity: JobAffinity
+        counter: JobCounter, priority: Priority, affinity: JobAffinity, site: SubmissionSite
     ) {
+        let header = JobHeader(for: CountRecord.self, counter: Unmanaged.passUnretained(counter),
+                               priority: priority, pinned: affinity == .pinned)
+        #if DEBUG
         memory.bindMemory(to: CountRecord.self, capacity: 1).initialize(to: CountRecord(
-            header: JobHeader(for: CountRecord.self, counter: Unmanaged.passUnretained(counter),
-                              priority: priority, pinned: affinity == .pinned),
-            body: body, count: count, maxTickets: tickets,
+            header: header, body: body, count: count, maxTickets: tickets,
+            nextIndex: Atomic(0), ticketsSpawned: Atomic(1), ticketsLive: Atomic(1), site: site))
+        #else
+        memory.bindMemory(to: CountRecord.self, capacity: 1).initialize(to: CountRecord(
+            header: header, body: body, count: count, maxTickets: tickets,
             nextIndex: Atomic(0), ticketsSpawned: Atomic(1), ticketsLive: Atomic(1)))
+        #endif
     }
 
     /// One ticket: first offers another ticket to thieves (so the work spreads one worker at a
@@ -166,7 +195,7 @@ enum Execution {
         }
         let counter = record.pointee.header.counter
         state.pointee.worker.flushDecrements(unlessFor: counter)
-        let saved = enter(state, counter: counter, header: record.pointee.header)
+        let saved = enter(state, counter: counter, header: record.pointee.header, origin: origin(of: record))
         var done = 0
         let tickets = record.pointee.maxTickets
         // One copy of the body per ticket: a call through `record.pointee.body` copies the
@@ -209,7 +238,7 @@ enum Execution {
         let state = rawState.assumingMemoryBound(to: FiberState.self)
         let header = memory.assumingMemoryBound(to: JobHeader.self).pointee
         state.pointee.worker.flushDecrements()
-        let saved = enter(state, counter: nil, header: header)
+        let saved = enter(state, counter: nil, header: header, origin: joinOrigin())
         spindle_closure_invoke(JoinRecord.block(memory)[JoinRecord.thunk], rawState)
         leave(state, saved)
         state.pointee.worker.count(.jobsRun)
@@ -261,11 +290,54 @@ enum Execution {
 
     // MARK: Per-job fiber state
 
+    // Debug builds also carry where the job came from (`JobOrigin`) into the fiber's state,
+    // for stall reports; release builds carry nothing (docs/sleep.md, "Stalls").
+    #if DEBUG
+    typealias Origin = JobOrigin?
+    typealias Saved = (counter: UnsafeMutableRawPointer?, priority: Priority, pinned: Bool, origin: JobOrigin?)
+    #else
+    typealias Origin = Void
     typealias Saved = (counter: UnsafeMutableRawPointer?, priority: Priority, pinned: Bool)
+    #endif
+
+    /// The origins of the jobs of each record kind that has one.
+    @inline(__always)
+    static func origin(of record: UnsafeMutablePointer<RunRecord>) -> Origin {
+        #if DEBUG
+        JobOrigin(kind: .run, site: record.pointee.site)
+        #endif
+    }
 
     @inline(__always)
-    static func enter(_ state: UnsafeMutablePointer<FiberState>, counter: Unmanaged<JobCounter>?, header: JobHeader) -> Saved {
+    static func origin(of record: UnsafeMutablePointer<ArgumentRecord>) -> Origin {
+        #if DEBUG
+        JobOrigin(kind: .runArgument, site: record.pointee.site)
+        #endif
+    }
+
+    @inline(__always)
+    static func origin(of record: UnsafeMutablePointer<CountRecord>) -> Origin {
+        #if DEBUG
+        JobOrigin(kind: .runCount, site: record.pointee.site)
+        #endif
+    }
+
+    @inline(__always)
+    static func joinOrigin() -> Origin {
+        #if DEBUG
+        JobOrigin(kind: .join)
+        #endif
+    }
+
+    @inline(__always)
+    static func enter(_ state: UnsafeMutablePointer<FiberState>, counter: Unmanaged<JobCounter>?, header: JobHeader,
+                      origin: Origin) -> Saved {
+        #if DEBUG
+        let saved = (state.pointee.currentCounter, state.pointee.priority, state.pointee.pinned, state.pointee.origin)
+        state.pointee.origin = origin
+        #else
         let saved = (state.pointee.currentCounter, state.pointee.priority, state.pointee.pinned)
+        #endif
         state.pointee.currentCounter = counter?.toOpaque()
         state.pointee.priority = header.priority
         state.pointee.pinned = header.pinned
@@ -277,6 +349,9 @@ enum Execution {
         state.pointee.currentCounter = saved.counter
         state.pointee.priority = saved.priority
         state.pointee.pinned = saved.pinned
+        #if DEBUG
+        state.pointee.origin = saved.origin
+        #endif
     }
 }
 

@@ -33,16 +33,66 @@ struct FiberState {
     /// What the fiber last parked on, for the stall report (docs/sleep.md, "Stalls"): the
     /// counter's identity (nil: a join whose other half was stolen) and where the wait was called.
     var waitedCounter: UnsafeMutableRawPointer?
-    var waitSite: WaitSite?
+    var waitSite: SourceSite?
+    #if DEBUG
+    /// Debug builds: where the running job came from, for the stall report (docs/sleep.md,
+    /// "Stalls", submission sites). Set and restored with `currentCounter`.
+    var origin: JobOrigin?
+    #endif
     /// Links in the scheduler's list of every fiber it made (`Scheduler.allFibers`, under `lock`).
     var allNext: UnsafeMutablePointer<FiberState>?
     var allPrevious: UnsafeMutablePointer<FiberState>?
 }
 
-/// Where a job called `JobContext.wait(for:)` (for stall reports).
-struct WaitSite {
+/// A place in the source: where a job called `JobContext.wait(for:)`, or (debug builds) where it
+/// was submitted. For stall reports.
+@usableFromInline
+struct SourceSite {
     var file: StaticString
     var line: UInt
+
+    @usableFromInline
+    init(file: StaticString, line: UInt) {
+        self.file = file
+        self.line = line
+    }
+}
+
+/// What a submitting call hands the core about where it was called: the site in debug builds,
+/// nothing in release builds (a `Void` parameter takes no register, and the public submitting
+/// calls are inlinable forwarders, so the caller's `#fileID` and `#line` vanish there).
+/// docs/sleep.md, "Stalls", submission sites.
+#if DEBUG
+@usableFromInline typealias SubmissionSite = SourceSite?
+#else
+@usableFromInline typealias SubmissionSite = Void
+#endif
+
+/// The `SubmissionSite` of a call at `file`:`line`.
+@inlinable @inline(__always)
+func submissionSite(_ file: StaticString, _ line: UInt) -> SubmissionSite {
+    #if DEBUG
+    return SourceSite(file: file, line: line)
+    #endif
+}
+
+/// The `SubmissionSite` of a job the library makes itself (no site).
+@inline(__always)
+var madeByLibrary: SubmissionSite {
+    #if DEBUG
+    return nil
+    #endif
+}
+
+/// Debug builds: what the job running on a fiber is and where it was submitted, for the stall
+/// report (docs/sleep.md, "Stalls", submission sites).
+struct JobOrigin {
+    var kind: JobKind
+    /// Where a submitting call made the job; nil for jobs the library made.
+    var site: SourceSite?
+    /// For a graph node: its plan (unretained; the running graph holds it) and node index.
+    var graph: UnsafeMutableRawPointer?
+    var node: Int = 0
 }
 
 /// The life of a fiber: `running` on a worker; `spare` in a spare list (suspended in the loop,
