@@ -148,6 +148,7 @@ public struct JobContext {
     /// - Precondition: `counter` is not the counter of the running job itself (it cannot reach
     ///   zero before this job returns).
     /// - Complexity: O(1) when the counter is already zero; otherwise one park and one resume.
+    @_disfavoredOverload // a `JobHandle` (a counter too) takes the overload that returns its value
     public func wait(for counter: JobCounter, file: StaticString = #fileID, line: UInt = #line) {
         // This worker's deferred completions may be the ones this wait needs.
         state.pointee.worker.flushDecrements()

@@ -17,7 +17,10 @@ import Synchronization
 /// Memory: a counter with pending work keeps itself alive (it retains itself when it leaves
 /// zero and releases itself when it returns to zero), so dropping your last reference while jobs
 /// are still running is safe.
-public final class JobCounter: @unchecked Sendable {
+public class JobCounter: @unchecked Sendable {
+    // Not final: `JobHandle` is its one subclass (the class is not open, so no other module can
+    // add one). Every member is final, so calls stay direct (docs/scheduler.md, "Jobs that
+    // return values").
     // SAFETY: all mutable state is atomic.
 
     /// The pending count (low 40 bits) and the *zero epoch* (high 24 bits), which advances in
@@ -44,20 +47,25 @@ public final class JobCounter: @unchecked Sendable {
         if initialValue > 0 { _ = Unmanaged.passUnretained(self).retain() }
     }
 
+    /// Runs the body a `JobHandle` holds (its one override); a plain counter has none.
+    func runHandleBody(_ context: JobContext) {
+        misuse("Spindle internal error: a plain JobCounter was run as a JobHandle")
+    }
+
     /// The number of pending events at this instant: a hint. Workers apply the completions of
     /// consecutive jobs of one counter in batches (up to 64, and always before they wait, switch
     /// to other work or idle), so the value may lag behind finished jobs; waits never do.
-    public var value: Int { Int(word.load(ordering: .acquiring) & JobCounter.countMask) }
+    public final var value: Int { Int(word.load(ordering: .acquiring) & JobCounter.countMask) }
 
     /// Whether the counter is zero at this instant.
-    public var isComplete: Bool { word.load(ordering: .acquiring) & JobCounter.countMask == 0 }
+    public final var isComplete: Bool { word.load(ordering: .acquiring) & JobCounter.countMask == 0 }
 
     /// Adds `count` pending events. Thread-safe; never blocks.
     ///
     /// - Precondition: the counter stays at or below `maximumValue`.
     /// - Complexity: O(1), one atomic add.
     @inlinable
-    public func increment(by count: Int = 1) {
+    public final func increment(by count: Int = 1) {
         require(count >= 0, "JobCounter.increment(by: \(count)): the amount must not be negative")
         // Relaxed is enough for the count itself: the job that will decrement is published by
         // the queue that carries it. The 0 -> n transition takes the self-reference.
@@ -77,7 +85,7 @@ public final class JobCounter: @unchecked Sendable {
     ///   event was counted twice, or the counter was reused while still in use).
     /// - Complexity: O(1), plus O(waiters) when it reaches zero.
     @inlinable
-    public func decrement(by count: Int = 1) {
+    public final func decrement(by count: Int = 1) {
         require(count >= 0, "JobCounter.decrement(by: \(count)): the amount must not be negative; to add pending events use increment(by: \(count.magnitude))")
         if subtract(count, byJobs: nil) { reachedZero() }
     }
@@ -85,7 +93,7 @@ public final class JobCounter: @unchecked Sendable {
     /// `count` jobs counted by this counter finished on worker `worker` (the worker's batched
     /// completions): like `decrement(by:)`, with a message that says so if it underflows.
     @inlinable
-    func jobsFinished(_ count: Int, onWorker worker: Int) {
+    final func jobsFinished(_ count: Int, onWorker worker: Int) {
         if subtract(count, byJobs: worker) { reachedZero() }
     }
 
@@ -93,7 +101,7 @@ public final class JobCounter: @unchecked Sendable {
     /// in which case the caller must call `reachedZero()`. `byJobs`: the worker whose finished
     /// jobs these are (nil: a `decrement(by:)` call), for the underflow message only.
     @inlinable
-    func subtract(_ count: Int, byJobs worker: Int?) -> Bool {
+    final func subtract(_ count: Int, byJobs worker: Int?) -> Bool {
         let amount = UInt64(truncatingIfNeeded: count)
         var old = word.load(ordering: .relaxed)
         while true {
@@ -115,7 +123,7 @@ public final class JobCounter: @unchecked Sendable {
     }
 
     @usableFromInline
-    func underflow(_ count: Int, pending: UInt64, byJobs worker: Int?) -> Never {
+    final func underflow(_ count: Int, pending: UInt64, byJobs worker: Int?) -> Never {
         let name = "JobCounter \(ObjectIdentifier(self))"
         if let worker {
             misuse("\(name): \(count) job(s) counted by it finished on worker \(worker) and took it below zero (it was \(pending)): it was also decremented by hand for those jobs (a job passed as run(counter:) is counted by the system; do not decrement for it), or it was passed to a new run while jobs of an earlier round still ran")
@@ -124,7 +132,7 @@ public final class JobCounter: @unchecked Sendable {
     }
 
     @usableFromInline
-    func reachedZero() {
+    final func reachedZero() {
         WaitList.wakeAll(waiters)
         // The last touch of `self` by this thread: the self-reference taken when it left zero.
         Unmanaged.passUnretained(self).release()
@@ -133,7 +141,7 @@ public final class JobCounter: @unchecked Sendable {
     /// The word a waiter observes before it waits: nil when the count is zero (nothing to wait
     /// for), else the word (its epoch identifies the round being waited on).
     @inlinable
-    func observeForWait() -> UInt64? {
+    final func observeForWait() -> UInt64? {
         // Acquiring: pairs with the decrement, so the counted jobs' writes are visible.
         let observed = word.load(ordering: .acquiring)
         return observed & JobCounter.countMask == 0 ? nil : observed
@@ -142,7 +150,7 @@ public final class JobCounter: @unchecked Sendable {
     /// Whether a wait that observed `observed` may end: the count reached zero since (the epoch
     /// moved on), or it is zero now.
     @inlinable
-    func waitIsOver(observed: UInt64) -> Bool {
+    final func waitIsOver(observed: UInt64) -> Bool {
         // Sequentially consistent: the waiter's side of the Dekker pair with `subtract` when
         // called by `WaitList.register` (a plain load on x86-64).
         let now = word.load(ordering: .sequentiallyConsistent)

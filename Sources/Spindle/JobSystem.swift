@@ -266,6 +266,7 @@ public final class JobSystem: @unchecked Sendable {
     /// - Precondition: not called from a job of *another* job system (that would block one of its
     ///   workers; use that job's `JobContext.wait(for:)`), nor from async code running on a
     ///   worker through the task executor (use `await wait(for:)` there).
+    @_disfavoredOverload // a `JobHandle` (a counter too) takes the overload that returns its value
     public func wait(for counter: JobCounter) {
         scheduler.requireMayBlock("JobSystem.wait(for:)")
         if counter.isComplete { return }

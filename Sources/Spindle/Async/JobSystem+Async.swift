@@ -101,6 +101,7 @@ extension JobSystem {
     ///
     /// Thread-safety: callable from any task. Suspends the caller; never blocks.
     /// - Complexity: O(1) when the counter is already zero; otherwise one job.
+    @_disfavoredOverload // a `JobHandle` (a counter too) takes the overload that returns its value
     public func wait(for counter: JobCounter) async {
         if counter.isComplete { return }
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
