@@ -117,6 +117,29 @@ struct LoopEngine: Sendable {
         }
     }
 
+    // MARK: Bodies with a context
+
+    /// Runs `body` inside a job of this system: at once when the calling thread runs one of its
+    /// jobs (or a job of another system: the loop inside then traps with its message), else in
+    /// one job that the calling thread waits for. The loop forms whose bodies take a
+    /// `JobContext` run their loop through this, so every chunk runs in a job
+    /// (docs/parallel-for.md, "Bodies with a context").
+    @usableFromInline
+    func inJob(_ body: () -> Void) {
+        if Scheduler.anyCurrentWorker() != nil { return body() }
+        enterFromOutside { _ in body() }
+    }
+
+    /// The context of the job running on the calling thread, which runs a chunk of a loop
+    /// entered through `inJob`.
+    @usableFromInline
+    static func runningContext() -> JobContext {
+        guard let worker = Scheduler.anyCurrentWorker(), let running = worker.local.pointee.running else {
+            misuse("Spindle internal error: a loop body with a context ran outside a job")
+        }
+        return JobContext(state: running)
+    }
+
     /// Runs `entry` in one job and blocks the calling (outside) thread until it returned. The
     /// closure is recorded as its two words (closure.c), so the non-escaping body it captures
     /// stays on this stack; the job's own closure captures only their address.

@@ -135,6 +135,116 @@ extension JobSystem {
     }
 }
 
+// MARK: - Bodies with a context
+
+extension JobSystem {
+    /// `parallelFor(_:partitioner:_:)` whose body also receives the running job's context, for
+    /// frame allocation (`frameAllocate`), the worker index, spawning and waiting.
+    ///
+    /// The loop always runs in jobs of this system, also when it is called from outside and the
+    /// range fits one chunk (docs/parallel-for.md, "Bodies with a context"); each chunk reads
+    /// its context once. Errors, blocking, thread-safety and complexity as for
+    /// `parallelFor(_:partitioner:_:)`; from outside, one job round trip even for a tiny range.
+    @inlinable
+    public func parallelFor<E: Error>(
+        _ range: Range<Int>, partitioner: Partitioner = .adaptive,
+        _ body: @Sendable (Int, JobContext) throws(E) -> Void
+    ) throws(E) {
+        try parallelForChunks(range, partitioner: partitioner) { (chunk: Range<Int>, context: JobContext) throws(E) in
+            for index in chunk { try body(index, context) }
+        }
+    }
+
+    /// `parallelForChunks(_:partitioner:_:)` whose body also receives the running job's
+    /// context. See `parallelFor(_:partitioner:_:)` with a context.
+    @inlinable
+    public func parallelForChunks<E: Error>(
+        _ range: Range<Int>, partitioner: Partitioner = .adaptive,
+        _ body: @Sendable (Range<Int>, JobContext) throws(E) -> Void
+    ) throws(E) {
+        guard !range.isEmpty else { return }
+        try LoopFailure<E>.run { failure in
+            let engine = LoopEngine(scheduler)
+            engine.inJob {
+                engine.forEachChunk(range, partitioner) { chunk in
+                    guard !failure.isCancelled else { return }
+                    do throws(E) { try body(chunk, LoopEngine.runningContext()) } catch { failure.record(error) }
+                }
+            }
+        }.get()
+    }
+
+    /// `parallelMap(_:partitioner:_:)` whose transform also receives the running job's context.
+    /// See `parallelFor(_:partitioner:_:)` with a context.
+    @inlinable
+    public func parallelMap<T: Sendable, E: Error>(
+        _ range: Range<Int>, partitioner: Partitioner = .adaptive,
+        _ transform: @Sendable (Int, JobContext) throws(E) -> T
+    ) throws(E) -> [T] {
+        let count = range.count
+        let start = range.lowerBound
+        return try LoopFailure<E>.run { failure in
+            [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+                guard count > 0 else { initialized = 0; return }
+                let base = LoopBuffer(buffer.baseAddress!)
+                let engine = LoopEngine(scheduler)
+                var complete = false
+                engine.inJob {
+                    // As in `parallelMap(_:partitioner:_:)`: an incomplete run holds no element.
+                    complete = engine.mapChunks(0..<count, partitioner, leaf: { (chunk: Range<Int>) -> LoopSlots in
+                        guard !failure.isCancelled else { return LoopSlots(range: chunk, complete: false) }
+                        let context = LoopEngine.runningContext()
+                        var next = chunk.lowerBound
+                        do throws(E) {
+                            while next < chunk.upperBound {
+                                (base.pointer + next).initialize(to: try transform(start + next, context))
+                                next += 1
+                            }
+                            return LoopSlots(range: chunk, complete: true)
+                        } catch {
+                            (base.pointer + chunk.lowerBound).deinitialize(count: next - chunk.lowerBound)
+                            failure.record(error)
+                            return LoopSlots(range: chunk, complete: false)
+                        }
+                    }, combine: { left, right in
+                        LoopSlots.merge(left, right, base)
+                    }).complete
+                }
+                initialized = complete ? count : 0
+            }
+        }.get()
+    }
+
+    /// `parallelReduce(_:identity:partitioner:combine:_:)` whose transform also receives the
+    /// running job's context. See `parallelFor(_:partitioner:_:)` with a context.
+    @inlinable
+    public func parallelReduce<T: Sendable, E: Error>(
+        _ range: Range<Int>, identity: T, partitioner: Partitioner = .adaptive,
+        combine: @Sendable (T, T) -> T,
+        _ transform: @Sendable (Int, JobContext) throws(E) -> T
+    ) throws(E) -> T {
+        guard !range.isEmpty else { return identity }
+        return try LoopFailure<E>.run { failure in
+            let engine = LoopEngine(scheduler)
+            var result = identity
+            engine.inJob {
+                result = engine.loop(range, partitioner, leaf: { chunk in
+                    var accumulated = identity
+                    guard !failure.isCancelled else { return accumulated }
+                    let context = LoopEngine.runningContext()
+                    do throws(E) {
+                        for index in chunk { accumulated = combine(accumulated, try transform(index, context)) }
+                    } catch {
+                        failure.record(error)
+                    }
+                    return accumulated
+                }, combine: combine)
+            }
+            return result
+        }.get()
+    }
+}
+
 // MARK: - Collections
 
 extension RandomAccessCollection where Self: Sendable {
