@@ -31,6 +31,7 @@ public final class JobHandle<Value: Sendable, Failure: Error>: JobCounter, @unch
     private var body: (@Sendable (JobContext) throws(Failure) -> Value)?
     private var outcome: Result<Value, Failure>?
 
+    @usableFromInline
     init(_ body: @escaping @Sendable (JobContext) throws(Failure) -> Value) {
         self.body = body
         super.init(0)
@@ -46,10 +47,17 @@ public final class JobHandle<Value: Sendable, Failure: Error>: JobCounter, @unch
 
     /// Runs the stored body on the job's fiber and keeps its outcome.
     override func runHandleBody(_ context: JobContext) {
-        guard let body = body.take() else {
+        guard let body else {
             misuse("JobHandle: its job ran twice; a handle's job is submitted once, by spawn")
         }
-        outcome = Result { () throws(Failure) -> Value in try body(context) }
+        // Called directly (no `Result(catching:)` closure, which costs this generic code a
+        // reabstraction thunk on the heap).
+        do throws(Failure) {
+            outcome = .success(try body(context))
+        } catch {
+            outcome = .failure(error)
+        }
+        self.body = nil
     }
 
     /// The outcome after a wait returned.
@@ -61,6 +69,7 @@ public final class JobHandle<Value: Sendable, Failure: Error>: JobCounter, @unch
     }
 
     /// The argument that names this handle in its job's record.
+    @usableFromInline
     var address: Int {
         Int(bitPattern: Unmanaged.passUnretained(self).toOpaque())
     }
@@ -68,6 +77,7 @@ public final class JobHandle<Value: Sendable, Failure: Error>: JobCounter, @unch
 
 /// The job of every spawn: its argument is the handle's address. One closure for all spawns,
 /// capturing nothing and generic over nothing, so no spawn allocates a context for it.
+@usableFromInline
 let runHandleJob: @Sendable (Int, JobContext) -> Void = { address, context in
     // SAFETY: the handle counts this job, so it retains itself until the job is done.
     Unmanaged<JobCounter>.fromOpaque(UnsafeRawPointer(bitPattern: address)!)
@@ -102,9 +112,8 @@ extension JobSystem {
         _ body: @escaping @Sendable (JobContext) throws(Failure) -> Value
     ) -> JobHandle<Value, Failure> {
         let handle = JobHandle(body)
-        handle.increment()
-        scheduler.submitArgument(priority: priority, affinity: affinity, counter: handle, argument: handle.address,
-                                 api: "JobSystem.spawn", site: site, runHandleJob)
+        submitArgument(counter: handle, priority: priority, affinity: affinity, argument: handle.address,
+                       api: "JobSystem.spawn", site: site, runHandleJob)
         return handle
     }
 

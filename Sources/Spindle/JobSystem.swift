@@ -218,10 +218,11 @@ public final class JobSystem: @unchecked Sendable {
 
     @usableFromInline
     func submitArgument(counter: JobCounter, priority: Priority, affinity: JobAffinity, argument: Int,
-                        site: SubmissionSite, _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
+                        api: StaticString = "JobSystem.run(counter:argument:)", site: SubmissionSite,
+                        _ body: consuming @escaping @Sendable (Int, JobContext) -> Void) {
         counter.increment()
         scheduler.submitArgument(priority: priority, affinity: affinity, counter: counter, argument: argument,
-                                 api: "JobSystem.run(counter:argument:)", site: site, consume body)
+                                 api: api, site: site, consume body)
     }
 
     /// Submits `count` jobs that run `body(index, context)` for every index in `0..<count`, and
