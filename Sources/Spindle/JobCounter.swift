@@ -47,11 +47,6 @@ public class JobCounter: @unchecked Sendable {
         if initialValue > 0 { _ = Unmanaged.passUnretained(self).retain() }
     }
 
-    /// Runs the body a `JobHandle` holds (its one override); a plain counter has none.
-    func runHandleBody(_ context: JobContext) {
-        misuse("Spindle internal error: a plain JobCounter was run as a JobHandle")
-    }
-
     /// The number of pending events at this instant: a hint. Workers apply the completions of
     /// consecutive jobs of one counter in batches (up to 64, and always before they wait, switch
     /// to other work or idle), so the value may lag behind finished jobs; waits never do.

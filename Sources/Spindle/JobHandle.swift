@@ -17,71 +17,55 @@
 /// let parsed = try await jobs.wait(for: jobs.spawn { _ throws(ParseError) in try parse(text) })
 /// ```
 ///
-/// Memory: one allocation per spawn, the handle, which holds the count, the body until it runs
-/// and the outcome after, whatever the value's size. A body that captures values has its own
-/// closure context, as with `run`.
+/// Memory: two allocations per spawn: the handle, which holds the count and the outcome
+/// (whatever the value's size), and the job's closure context (the body and the handle). A body
+/// that captures values has its own closure context besides, as with `run`.
 ///
 /// Thread-safety: all members are thread-safe. The value may be read any number of times, from
 /// any thread, once the job is done.
 public final class JobHandle<Value: Sendable, Failure: Error>: JobCounter, @unchecked Sendable {
-    // SAFETY: `body` is written by `spawn` before the job is published and moved out by the job;
-    // `outcome` is written by the job before it completes and read only after a wait observed
-    // the completion (or `isComplete`), which the counter's releasing decrement and acquiring
-    // observation order (docs/scheduler.md, "Jobs that return values").
-    private var body: (@Sendable (JobContext) throws(Failure) -> Value)?
-    private var outcome: Result<Value, Failure>?
+    // SAFETY: `outcome` is written by the job before it completes and read only after a wait
+    // observed the completion (or `isComplete`), which the counter's releasing decrement and
+    // acquiring observation order (docs/scheduler.md, "Jobs that return values").
+    @usableFromInline var outcome: Result<Value, Failure>?
 
     @usableFromInline
-    init(_ body: @escaping @Sendable (JobContext) throws(Failure) -> Value) {
-        self.body = body
+    init() {
         super.init(0)
     }
 
     /// The job's outcome if it is done (the counter is zero), else nil. Never blocks.
     ///
     /// - Complexity: O(1) (a copy of the value).
+    @inlinable
     public var result: Result<Value, Failure>? {
         guard isComplete else { return nil }
         return outcome
     }
 
-    /// Runs the stored body on the job's fiber and keeps its outcome.
-    override func runHandleBody(_ context: JobContext) {
-        guard let body else {
-            misuse("JobHandle: its job ran twice; a handle's job is submitted once, by spawn")
-        }
-        // Called directly (no `Result(catching:)` closure, which costs this generic code a
-        // reabstraction thunk on the heap).
+    /// Runs `body` on the job's fiber and keeps its outcome. Inlinable, like the whole spawn
+    /// path, so that it is specialized where `spawn` is called: generic code here would look
+    /// up the metadata of `Result<Value, Failure>` on every job.
+    @inlinable
+    func finish(_ body: (JobContext) throws(Failure) -> Value, _ context: JobContext) {
         do throws(Failure) {
             outcome = .success(try body(context))
         } catch {
             outcome = .failure(error)
         }
-        self.body = nil
     }
 
     /// The outcome after a wait returned.
+    @inlinable
     func finishedOutcome(_ api: StaticString) -> Result<Value, Failure> {
-        guard let outcome else {
-            misuse("\(api): the handle reached zero before its job stored a value: it was decremented by hand (JobCounter.decrement) while its job was pending; a handle counts its own job")
-        }
+        guard let outcome else { JobHandle.reachedZeroWithoutOutcome(api) }
         return outcome
     }
 
-    /// The argument that names this handle in its job's record.
     @usableFromInline
-    var address: Int {
-        Int(bitPattern: Unmanaged.passUnretained(self).toOpaque())
+    static func reachedZeroWithoutOutcome(_ api: StaticString) -> Never {
+        misuse("\(api): the handle reached zero before its job stored a value: it was decremented by hand (JobCounter.decrement) while its job was pending; a handle counts its own job")
     }
-}
-
-/// The job of every spawn: its argument is the handle's address. One closure for all spawns,
-/// capturing nothing and generic over nothing, so no spawn allocates a context for it.
-@usableFromInline
-let runHandleJob: @Sendable (Int, JobContext) -> Void = { address, context in
-    // SAFETY: the handle counts this job, so it retains itself until the job is done.
-    Unmanaged<JobCounter>.fromOpaque(UnsafeRawPointer(bitPattern: address)!)
-        .takeUnretainedValue().runHandleBody(context)
 }
 
 // MARK: Spawning
@@ -96,7 +80,7 @@ extension JobSystem {
     /// - Parameters: as for `run(priority:affinity:file:line:_:)`.
     /// - Precondition: as for `run(priority:affinity:file:line:_:)` (after `shutdown()`, a
     ///   submission from outside traps).
-    /// - Complexity: O(1); never blocks or switches fibers. One heap allocation (the handle).
+    /// - Complexity: O(1); never blocks or switches fibers. Two heap allocations (the handle and the job's closure context).
     @inlinable
     public func spawn<Value: Sendable, Failure: Error>(
         priority: Priority = .normal, affinity: JobAffinity = .migratable,
@@ -106,14 +90,16 @@ extension JobSystem {
         spawnHandle(priority: priority, affinity: affinity, site: submissionSite(file, line), body)
     }
 
-    @usableFromInline
+    // Inlinable, so that the handle's code is specialized where `spawn` is called.
+    @inlinable
     func spawnHandle<Value: Sendable, Failure: Error>(
         priority: Priority, affinity: JobAffinity, site: SubmissionSite,
         _ body: @escaping @Sendable (JobContext) throws(Failure) -> Value
     ) -> JobHandle<Value, Failure> {
-        let handle = JobHandle(body)
-        submitArgument(counter: handle, priority: priority, affinity: affinity, argument: handle.address,
-                       api: "JobSystem.spawn", site: site, runHandleJob)
+        let handle = JobHandle<Value, Failure>()
+        submitRun(counter: handle, priority: priority, affinity: affinity, api: "JobSystem.spawn", site: site) { context in
+            handle.finish(body, context)
+        }
         return handle
     }
 
@@ -124,7 +110,7 @@ extension JobSystem {
     ///
     /// - Precondition: as for `wait(for:)` with a counter.
     /// - Complexity: as for `wait(for:)`, plus a copy of the value.
-    @discardableResult
+    @discardableResult @inlinable
     public func wait<Value: Sendable, Failure: Error>(for handle: JobHandle<Value, Failure>) throws(Failure) -> Value {
         wait(for: handle as JobCounter)
         return try handle.finishedOutcome("JobSystem.wait(for:)").get()
@@ -134,7 +120,7 @@ extension JobSystem {
     /// its error. See `wait(for:) async` with a counter.
     ///
     /// Thread-safety: callable from any task. Suspends the caller; never blocks.
-    @discardableResult
+    @discardableResult @inlinable
     public func wait<Value: Sendable, Failure: Error>(for handle: JobHandle<Value, Failure>) async throws(Failure) -> Value {
         await wait(for: handle as JobCounter)
         return try handle.finishedOutcome("JobSystem.wait(for:) (async)").get()
@@ -146,7 +132,7 @@ extension JobContext {
     /// returns its handle.
     ///
     /// - Parameters: as for `JobSystem.run(priority:affinity:file:line:_:)`.
-    /// - Complexity: O(1); never blocks or switches fibers. One heap allocation (the handle).
+    /// - Complexity: O(1); never blocks or switches fibers. Two heap allocations (the handle and the job's closure context).
     @inlinable
     public func spawn<Value: Sendable, Failure: Error>(
         priority: Priority = .normal, affinity: JobAffinity = .migratable,
@@ -156,13 +142,15 @@ extension JobContext {
         spawnHandle(priority: priority, affinity: affinity, site: submissionSite(file, line), body)
     }
 
-    @usableFromInline
+    @inlinable
     func spawnHandle<Value: Sendable, Failure: Error>(
         priority: Priority, affinity: JobAffinity, site: SubmissionSite,
         _ body: @escaping @Sendable (JobContext) throws(Failure) -> Value
     ) -> JobHandle<Value, Failure> {
-        let handle = JobHandle(body)
-        submitArgument(counter: handle, priority: priority, affinity: affinity, argument: handle.address, site: site, runHandleJob)
+        let handle = JobHandle<Value, Failure>()
+        submitRun(counter: handle, priority: priority, affinity: affinity, site: site) { context in
+            handle.finish(body, context)
+        }
         return handle
     }
 
@@ -172,7 +160,7 @@ extension JobContext {
     /// May switch fibers. Never blocks the thread.
     /// - Precondition: `handle` is not the running job's own handle.
     /// - Complexity: O(1) when the job is done; otherwise one park and one resume.
-    @discardableResult
+    @discardableResult @inlinable
     public func wait<Value: Sendable, Failure: Error>(
         for handle: JobHandle<Value, Failure>, file: StaticString = #fileID, line: UInt = #line
     ) throws(Failure) -> Value {

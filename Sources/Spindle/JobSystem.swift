@@ -147,10 +147,10 @@ public final class JobSystem: @unchecked Sendable {
     // cost nothing in release builds (`SubmissionSite`).
 
     @usableFromInline
-    func submitRun(counter: JobCounter, priority: Priority, affinity: JobAffinity, site: SubmissionSite,
-                   _ body: consuming @escaping @Sendable (JobContext) -> Void) {
+    func submitRun(counter: JobCounter, priority: Priority, affinity: JobAffinity, api: StaticString = "JobSystem.run",
+                   site: SubmissionSite, _ body: consuming @escaping @Sendable (JobContext) -> Void) {
         counter.increment()
-        scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, api: "JobSystem.run", site: site, consume body)
+        scheduler.submitRun(priority: priority, affinity: affinity, counter: counter, api: api, site: site, consume body)
     }
 
     /// Submits `body` as `run(counter:priority:affinity:file:line:_:)` does, unless the system has shut
