@@ -18,6 +18,7 @@ enum Suites {
         FrameSuite.register(&registry)
         OffloadSuite.register(&registry)
         ResultSuite.register(&registry)
+        SyncSuite.register(&registry)
         if ProcessInfo.processInfo.environment["SPINDLE_BENCH_SELFTEST"] == "1" {
             // For the CLI's own tests: a benchmark whose check value is always wrong.
             registry.register(Benchmark(BenchmarkID(group: "selftest", name: "wrong-check")) { _ in
