@@ -8,12 +8,18 @@ import Synchronization
 final class GraphRunState: @unchecked Sendable {
     // SAFETY: the flags are atomics in `control`; `storedFailure` only under `lock`.
 
-    /// Three cache lines: `failed`, `remaining` (sinks left in the run), `running`. Raw memory,
-    /// so a plan can reach them without touching this object's reference count.
+    /// Three cache lines: `failed` (with the run's cancellation token and its count of skipped
+    /// nodes, which only cancellation or failure touch), `remaining` (sinks left in the run),
+    /// `running`. Raw memory, so a plan can reach them without touching this object's
+    /// reference count.
     private let control: RawBlock
     private static var failedSlot: RawSlot<Atomic<Bool>> { RawSlot(line: 0) }
+    private static var tokenSlot: RawSlot<Atomic<UInt>> { RawSlot(line: 0, word: 1) }
+    private static var skippedSlot: RawSlot<Atomic<Int>> { RawSlot(line: 0, word: 2) }
     private static var remainingSlot: RawSlot<Atomic<Int>> { RawSlot(line: 1) }
     private static var runningSlot: RawSlot<Atomic<Bool>> { RawSlot(line: 2) }
+    /// The run's token, held for the run (its address is in `tokenSlot`).
+    private var token: CancellationToken?
     let counter = JobCounter()
     private let lock = Lock()
     private var storedFailure: TaskGraph.NodeFailure?
@@ -21,6 +27,8 @@ final class GraphRunState: @unchecked Sendable {
     init() {
         control = .allocate(byteCount: 3 * RawBlock.lineSize, alignment: RawBlock.lineSize)
         control.initialize(Self.failedSlot, to: Atomic(false))
+        control.initialize(Self.tokenSlot, to: Atomic(0))
+        control.initialize(Self.skippedSlot, to: Atomic(0))
         control.initialize(Self.remainingSlot, to: Atomic(0))
         control.initialize(Self.runningSlot, to: Atomic(false))
     }
@@ -30,6 +38,14 @@ final class GraphRunState: @unchecked Sendable {
     }
 
     var failed: UnsafeMutablePointer<Atomic<Bool>> { control[Self.failedSlot] }
+    var tokenWord: UnsafeMutablePointer<Atomic<UInt>> { control[Self.tokenSlot] }
+    var skipped: UnsafeMutablePointer<Atomic<Int>> { control[Self.skippedSlot] }
+
+    /// Nodes the last finished run skipped (after a failure or a cancellation).
+    var skippedNodes: Int { skipped.pointee.load(ordering: .relaxed) }
+
+    /// Whether the last run's token was cancelled (read after the run).
+    var wasCancelled: Bool { lock.withLock { token?.isCancelled ?? false } }
     var remaining: UnsafeMutablePointer<Atomic<Int>> { control[Self.remainingSlot] }
     var running: UnsafeMutablePointer<Atomic<Bool>> { control[Self.runningSlot] }
 
@@ -44,8 +60,14 @@ final class GraphRunState: @unchecked Sendable {
     }
 
     /// Resets the state for a run over a plan with `sinks` sinks and counts the run.
-    func start(sinks: Int) {
-        lock.withLock { storedFailure = nil }
+    func start(sinks: Int, cancellation: CancellationToken?) {
+        lock.withLock {
+            storedFailure = nil
+            token = cancellation
+        }
+        tokenWord.pointee.store(cancellation.map { UInt(bitPattern: Unmanaged.passUnretained($0).toOpaque()) } ?? 0,
+                                ordering: .relaxed)
+        skipped.pointee.store(0, ordering: .relaxed)
         failed.pointee.store(false, ordering: .relaxed)
         remaining.pointee.store(sinks, ordering: .relaxed)
         // The launch job is published by the queue that carries it, after these stores.
@@ -105,6 +127,8 @@ final class GraphPlan: @unchecked Sendable {
     let runState: GraphRunState
     /// `runState`'s flags, reached without its reference count.
     let failed: UnsafeMutablePointer<Atomic<Bool>>
+    let tokenWord: UnsafeMutablePointer<Atomic<UInt>>
+    let skipped: UnsafeMutablePointer<Atomic<Int>>
     let remaining: UnsafeMutablePointer<Atomic<Int>>
     let running: UnsafeMutablePointer<Atomic<Bool>>
     let counter: Unmanaged<JobCounter>
@@ -115,6 +139,8 @@ final class GraphPlan: @unchecked Sendable {
         names = builder.names
         self.runState = runState
         failed = runState.failed
+        tokenWord = runState.tokenWord
+        skipped = runState.skipped
         remaining = runState.remaining
         running = runState.running
         counter = Unmanaged.passUnretained(runState.counter)
@@ -173,10 +199,10 @@ enum GraphExecution {
     /// the caller runs); returns the graph's counter.
     @inline(__always)
     static func launch(
-        _ graph: TaskGraph,
+        _ graph: TaskGraph, cancellation: CancellationToken? = nil,
         submit: (Priority, (UnsafeMutableRawPointer) -> Void) -> Void
     ) -> JobCounter {
-        guard let plan = graph.beginRun() else { return graph.counter }
+        guard let plan = graph.beginRun(cancellation: cancellation) else { return graph.counter }
         let priority = plan._withUnsafeGuaranteedRef { $0.launchPriority }
         submit(priority) { memory in initializeLaunch(memory, plan: plan, priority: priority) }
         return graph.counter
@@ -234,7 +260,7 @@ enum GraphExecution {
             state.pointee.origin = JobOrigin(kind: .graphNode, graph: Unmanaged.passUnretained(plan).toOpaque(), node: node)
             #endif
             // Relaxed: a hint; nodes already running finish their bodies in any case.
-            if !plan.failed.pointee.load(ordering: .relaxed) {
+            if !plan.failed.pointee.load(ordering: .relaxed) && !cancelled(plan) {
                 // SAFETY: the body's two words, called without copying the closure; the plan
                 // (retained for the run) keeps it alive.
                 let before = state.pointee.worker
@@ -249,6 +275,9 @@ enum GraphExecution {
                     plan.runState.fail(node: plan.names[node], takeError(error))
                 }
                 if traced { state.pointee.worker.observe(.end, fiber: state) }
+            } else {
+                // Skipped after a failure or a cancellation: counted for `lastSkippedNodes`.
+                plan.skipped.pointee.wrappingAdd(1, ordering: .relaxed)
             }
             // The body may have waited and continued on another worker.
             let worker = state.pointee.worker
@@ -293,6 +322,16 @@ enum GraphExecution {
         }
     }
 
+    /// Whether the run's cancellation token (if any) has been cancelled: one load when the run
+    /// has none.
+    @inline(__always)
+    private static func cancelled(_ plan: GraphPlan) -> Bool {
+        let word = plan.tokenWord.pointee.load(ordering: .relaxed)
+        guard word != 0 else { return false }
+        // SAFETY: the run state holds the token for the run.
+        return Unmanaged<CancellationToken>.fromOpaque(UnsafeRawPointer(bitPattern: word)!).takeUnretainedValue().isCancelled
+    }
+
     /// The error a node body threw, from the owned error box `spindle_throwing_closure_invoke`
     /// returned. On this platform `any Error` is one reference to that box.
     private static func takeError(_ box: UnsafeMutableRawPointer) -> any Error {
@@ -330,9 +369,20 @@ extension JobSystem {
         run(graph, api: "JobSystem.run(_:) of a TaskGraph")
     }
 
+    /// `run(_:)` whose nodes not yet started are skipped once `cancellation` is cancelled
+    /// (nodes already running finish; the counter still reaches zero). After the run,
+    /// `graph.lastSkippedNodes` says how many were skipped and `graph.lastRunWasCancelled`
+    /// whether the token was cancelled.
+    ///
+    /// - Complexity: as for `run(_:)`, plus one load per node.
+    @discardableResult
+    public func run(_ graph: TaskGraph, cancellation: CancellationToken) -> JobCounter {
+        run(graph, api: "JobSystem.run(_:cancellation:) of a TaskGraph", cancellation: cancellation)
+    }
+
     /// `run(_:)` naming the public call `api` in its misuse messages.
-    func run(_ graph: TaskGraph, api: StaticString) -> JobCounter {
-        GraphExecution.launch(graph) { priority, initialize in
+    func run(_ graph: TaskGraph, api: StaticString, cancellation: CancellationToken? = nil) -> JobCounter {
+        GraphExecution.launch(graph, cancellation: cancellation) { priority, initialize in
             scheduler.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride, api: api, initialize)
         }
     }
@@ -356,6 +406,16 @@ extension JobContext {
     @discardableResult
     public func run(_ graph: TaskGraph) -> JobCounter {
         GraphExecution.launch(graph) { priority, initialize in
+            state.pointee.worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride, initialize)
+        }
+    }
+
+    /// `run(_:)` with a cancellation token: see `JobSystem.run(_:cancellation:)`.
+    ///
+    /// Never blocks or switches fibers.
+    @discardableResult
+    public func run(_ graph: TaskGraph, cancellation: CancellationToken) -> JobCounter {
+        GraphExecution.launch(graph, cancellation: cancellation) { priority, initialize in
             state.pointee.worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride, initialize)
         }
     }

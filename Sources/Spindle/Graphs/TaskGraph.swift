@@ -147,6 +147,15 @@ public final class TaskGraph: @unchecked Sendable {
     /// the next run starts. Read it after waiting for the run.
     public var lastFailure: NodeFailure? { runState.failure }
 
+    /// How many nodes the most recent finished run skipped: after a node failed, or after the
+    /// run's cancellation token (`JobSystem.run(_:cancellation:)`) was cancelled. Read it after
+    /// waiting for the run.
+    public var lastSkippedNodes: Int { runState.skippedNodes }
+
+    /// Whether the most recent run was given a token that has been cancelled. Read it after
+    /// waiting for the run.
+    public var lastRunWasCancelled: Bool { runState.wasCancelled }
+
     /// The graph's completion counter: one pending event per run in progress. `JobSystem.run(_:)`
     /// returns it.
     public var counter: JobCounter { runState.counter }
@@ -162,7 +171,7 @@ public final class TaskGraph: @unchecked Sendable {
 
     /// Claims the graph for a run and returns its plan, retained for the run, or nil when the
     /// graph is empty (nothing to run). Traps if a run is in progress.
-    func beginRun() -> Unmanaged<GraphPlan>? {
+    func beginRun(cancellation: CancellationToken? = nil) -> Unmanaged<GraphPlan>? {
         lock.withLock {
             require(runState.claim(),
                     "TaskGraph \"\(name)\" run while a previous run is still in progress: wait for the graph's counter first, or build a second graph to run concurrently")
@@ -174,7 +183,7 @@ public final class TaskGraph: @unchecked Sendable {
                 plan = GraphPlan(builder, runState: runState)
             }
             let plan = plan!
-            runState.start(sinks: plan.sinkCount)
+            runState.start(sinks: plan.sinkCount, cancellation: cancellation)
             return Unmanaged.passRetained(plan)
         }
     }
