@@ -35,6 +35,40 @@ extension AsyncSequence where Element: Sendable {
     }
 }
 
+extension Sequence where Element: Sendable {
+    /// `AsyncSequence.computeMap(on:maxInFlight:priority:_:)` over the elements of this
+    /// (synchronous) sequence: each element transformed as a job on `jobs`, delivered in order
+    /// to the awaiting iteration, at most `maxInFlight` taken and not yet delivered.
+    ///
+    /// ```swift
+    /// for try await thumbnail in files.computeMap(on: jobs) { render($0) } { upload(thumbnail) }
+    /// ```
+    ///
+    /// - Precondition: `maxInFlight >= 1`.
+    /// - Complexity: one job and one small heap allocation per element.
+    public func computeMap<Output: Sendable>(
+        on jobs: JobSystem, maxInFlight: Int? = nil, priority: Priority = .normal,
+        _ transform: @escaping @Sendable (Element) throws -> Output
+    ) -> ComputeMapSequence<SequenceElements<Self>, Output> {
+        SequenceElements(base: self).computeMap(on: jobs, maxInFlight: maxInFlight, priority: priority, transform)
+    }
+}
+
+/// A synchronous sequence read as an `AsyncSequence` (its iterator never suspends), for
+/// `Sequence.computeMap`.
+public struct SequenceElements<Base: Sequence>: AsyncSequence {
+    public typealias Element = Base.Element
+    let base: Base
+
+    public func makeAsyncIterator() -> Iterator { Iterator(base: base.makeIterator()) }
+
+    /// Reads the base sequence's iterator.
+    public struct Iterator: AsyncIteratorProtocol {
+        var base: Base.Iterator
+        public mutating func next() async -> Base.Element? { base.next() }
+    }
+}
+
 /// The sequence `computeMap(on:maxInFlight:priority:_:)` returns.
 ///
 /// Iterate it from one task at a time (like any async iterator).

@@ -163,6 +163,59 @@ public struct PipelinePort<Element: Sendable>: Sendable {
         return PipelinePort<Output>(builder: builder, stage: index)
     }
 
+    /// A final stage with state, for results that outlive the run (counts, sums, collected
+    /// items) without a class outside the pipeline: each run starts from `initial`, `body`
+    /// updates it item by item in arrival order, and the run's `PipelineReport` (from
+    /// `finish()` or `wait()`) holds the final state: `report[sink]`.
+    ///
+    /// ```swift
+    /// let counts = words.sink("count", state: [String: Int]()) { counts, word in counts[word, default: 0] += 1 }
+    /// let report = try run.finish()
+    /// print(report[counts]!)
+    /// ```
+    @discardableResult
+    public func sink<State: Sendable>(
+        _ name: String, state initial: State, execution: StageExecution = .shared,
+        _ body: @escaping @Sendable (inout State, Element) throws -> Void
+    ) -> PipelineSink<State> {
+        let index = builder.addStage(name, execution: execution, inputs: [stage], isSink: true) { runtime, run in
+            let state = SinkState(initial)
+            let loop = StageLoops.serial(runtime, run, inputs: runtime.inputs(Element.self),
+                                         outputs: [] as [Channel<Never>]) { item -> Never? in
+                try body(&state.value, item)
+                return nil
+            }
+            return {
+                loop()
+                run.storeSinkState(state.value, stage: runtime.index)
+            }
+        }
+        builder.addEdges(from: [stage], to: index, Channel<Element>.self)
+        return PipelineSink(stage: index)
+    }
+
+    /// Joins this port and `others` into one stream (fan-in): `Pipeline.merge` as a method, so
+    /// the element type comes from the ports.
+    ///
+    /// - Precondition: all ports belong to one pipeline.
+    public func merge(_ name: String, with others: PipelinePort<Element>...) -> PipelinePort<Element> {
+        PipelinePort.merge(name, [self] + others)
+    }
+
+    /// Joins `ports` into one stream (fan-in). The same as `Pipeline.merge(_:_:)`, callable
+    /// without naming the pipeline's input type: `PipelinePort.merge("join", [a, b])`.
+    ///
+    /// - Precondition: at least one port, all of one pipeline.
+    public static func merge(_ name: String, _ ports: [PipelinePort<Element>]) -> PipelinePort<Element> {
+        require(!ports.isEmpty, "PipelinePort.merge(\"\(name)\"): give at least one port to merge")
+        let builder = ports[0].builder
+        for port in ports {
+            require(port.builder === builder,
+                    "PipelinePort.merge(\"\(name)\"): the ports belong to different pipelines; merge ports of one pipeline")
+        }
+        return ports[0].attach(name, execution: .shared, inputs: ports.map(\.stage)) { (item: Element) -> Element? in item }
+    }
+
     /// A final stage: `body` consumes each item, serially, in arrival order.
     public func sink(
         _ name: String, execution: StageExecution = .shared,
@@ -189,4 +242,22 @@ public struct PipelinePort<Element: Sendable>: Sendable {
         builder.addEdges(from: inputs, to: index, Channel<Element>.self)
         return PipelinePort<Output>(builder: builder, stage: index)
     }
+}
+
+extension Pipeline where Input == Never {
+    /// `Pipeline.merge("join", [a, b])` with the element type taken from the ports: without
+    /// this overload, Swift cannot infer the pipeline's `Input` for the static call. The same
+    /// as `Pipeline<Input>.merge(_:_:)` and `PipelinePort.merge(_:_:)`.
+    ///
+    /// - Precondition: at least one port, all of one pipeline.
+    public static func merge<Element>(_ name: String, _ ports: [PipelinePort<Element>]) -> PipelinePort<Element> {
+        PipelinePort.merge(name, ports)
+    }
+}
+
+/// The state of one stateful sink in one run: written only by the sink's stage, read after it
+/// ended (the stage's completion orders the two).
+final class SinkState<State>: @unchecked Sendable {
+    var value: State
+    init(_ value: State) { self.value = value }
 }

@@ -146,6 +146,27 @@ public struct PipelineReport: Sendable, Equatable {
     public let stopped: Bool
     /// Every stage's counters at the end.
     public let stages: [StageMetrics]
+    /// The final states of the run's stateful sinks (`PipelinePort.sink(_:state:execution:_:)`).
+    let sinkStates: [Int: any Sendable]
+
+    /// The final state of `sink` in this run: its initial state updated by every item it
+    /// consumed (after a failure or a cancellation, by the items it consumed before). nil if
+    /// `sink` is not a stage of the pipeline this run belongs to.
+    public subscript<State: Sendable>(sink: PipelineSink<State>) -> State? {
+        sinkStates[sink.stage] as? State
+    }
+
+    /// Reports are equal when their counts and stage metrics are; sink states are not compared.
+    public static func == (left: PipelineReport, right: PipelineReport) -> Bool {
+        left.accepted == right.accepted && left.delivered == right.delivered && left.discarded == right.discarded
+            && left.failed == right.failed && left.filtered == right.filtered && left.stopped == right.stopped
+            && left.stages == right.stages
+    }
+}
+
+/// A stateful sink of a pipeline: the key to its final state in a run's `PipelineReport`.
+public struct PipelineSink<State: Sendable>: Sendable, Hashable {
+    let stage: Int
 }
 
 /// The first error a stage threw; the run was stopped there.

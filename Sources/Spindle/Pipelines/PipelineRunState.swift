@@ -73,7 +73,7 @@ final class PipelineBuilder: @unchecked Sendable {
                 throw .cpuNotAllowed(stage: stage.name, cpu: cpu)
             }
         }
-        let runtimes = stages.map { StageRuntime(name: $0.name, isSink: $0.isSink) }
+        let runtimes = stages.enumerated().map { StageRuntime(name: $1.name, isSink: $1.isSink, index: $0) }
         let run = PipelineRunState(jobs: jobs, stages: runtimes)
         var sources: [AnyObject] = []
         for edge in edges {
@@ -135,6 +135,8 @@ final class StageRuntime: @unchecked Sendable {
     // read-only; counters have one writer (the stage) and are atomics.
     let name: String
     let isSink: Bool
+    /// The stage's index in its pipeline.
+    let index: Int
     let inputWaker = Waker()
     let outputWaker = Waker()
     var inputs: [AnyObject] = []
@@ -150,9 +152,10 @@ final class StageRuntime: @unchecked Sendable {
     let waitingForInputNanoseconds = Atomic<UInt64>(0)
     let waitingForRoomNanoseconds = Atomic<UInt64>(0)
 
-    init(name: String, isSink: Bool) {
+    init(name: String, isSink: Bool, index: Int) {
         self.name = name
         self.isSink = isSink
+        self.index = index
     }
 
     func inputs<Element>(_: Element.Type) -> [Channel<Element>] { inputs.map { unsafeDowncast($0, to: Channel<Element>.self) } }
@@ -203,6 +206,12 @@ final class PipelineRunState: @unchecked Sendable {
     private let stopped = Atomic<Bool>(false)
     private let lock = Lock()
     private var storedFailure: (stage: String, error: any Error)?
+    /// The final states of stateful sinks, by stage index (written when the sink stage ends).
+    private var sinkStates: [Int: any Sendable] = [:]
+
+    func storeSinkState(_ state: any Sendable, stage: Int) {
+        lock.withLock { sinkStates[stage] = state }
+    }
 
     /// `sourceState` bits: a sender is inside `send`; the run was stopped; the source's close
     /// has been claimed (by `close()`, or by the stop on the sender's behalf).
@@ -303,7 +312,8 @@ final class PipelineRunState: @unchecked Sendable {
                               discarded: stages.reduce(0) { $0 + $1.discarded },
                               failed: stages.reduce(0) { $0 + $1.failed },
                               filtered: stages.reduce(0) { $0 + $1.filtered },
-                              stopped: isStopped, stages: stages)
+                              stopped: isStopped, stages: stages,
+                              sinkStates: lock.withLock { sinkStates })
     }
 }
 
