@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "async-server", targets: ["AsyncServer"]),
         .executable(name: "image-batch", targets: ["ImageBatch"]),
         .executable(name: "spindle-soak", targets: ["Soak"]),
+        .executable(name: "parked-fibers", targets: ["ParkedFibers"]),
     ],
     dependencies: [
         // Named, so that the dependency is "Spindle" whatever the checkout's folder is called;
@@ -25,6 +26,10 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "FrameLoop",
+            dependencies: [.product(name: "Spindle", package: "Spindle")]
+        ),
+        .executableTarget(
+            name: "ParkedFibers",
             dependencies: [.product(name: "Spindle", package: "Spindle")]
         ),
         .executableTarget(

@@ -94,6 +94,44 @@ struct spindle_fiber {
   size_t guard_size;
 };
 
+/// What a debugger needs to list Spindle's fibers without knowing Swift's type layouts
+/// (Scripts/gdb/spindle.py; docs/debugging.md). Written by Spindle on slow paths only: the
+/// offsets once, a slot's head whenever its scheduler makes or recycles a fiber.
+#define SPINDLE_DEBUG_SLOTS 16
+typedef struct spindle_debug_info {
+  /// Layout version of this struct (the script checks it).
+  uint32_t version;
+  /// Offsets into Spindle's per-fiber state (`FiberState`, what a fiber's `context` points to).
+  uint32_t fiber_control;     // spindle_fiber_t *: the fiber's control block
+  uint32_t fiber_phase;       // uint8_t: 0 running, 1 spare, 2 parking, 3 parked, 4 ready, 5 finished
+  uint32_t fiber_priority;    // uint8_t: 0 high, 1 normal, 2 low
+  uint32_t fiber_job;         // JobCounter *: the counter of the job running on it (or NULL)
+  uint32_t fiber_waited;      // JobCounter *: the counter it last parked on (or NULL)
+  uint32_t fiber_worker;      // worker state *: the worker running it, or that it parked on
+  uint32_t fiber_next;        // next fiber state in the scheduler's list (or NULL)
+  /// Offset of the count word in a JobCounter (its low 40 bits are the pending count).
+  uint32_t counter_word;
+  /// Each live scheduler's list of fiber states (NULL: a free slot, or no fiber yet).
+  void *_Nullable volatile heads[SPINDLE_DEBUG_SLOTS];
+  /// Which slots are taken.
+  uint32_t slot_used[SPINDLE_DEBUG_SLOTS];
+} spindle_debug_info_t;
+
+extern spindle_debug_info_t spindle_debug_info;
+
+/// Takes a free slot of `spindle_debug_info.heads` (-1 when all are taken). Thread-safe.
+int spindle_debug_claim_slot(void);
+/// Frees a slot taken by spindle_debug_claim_slot and clears its head. Thread-safe.
+void spindle_debug_release_slot(int slot);
+/// Publishes slot `slot`'s list head. Written under the scheduler's lock; read by a debugger.
+void spindle_debug_set_head(int slot, void *_Nullable head);
+/// Records the layout offsets (see spindle_debug_info_t).
+void spindle_debug_set_layout(uint32_t fiber_control, uint32_t fiber_phase, uint32_t fiber_priority,
+                              uint32_t fiber_job, uint32_t fiber_waited, uint32_t fiber_worker,
+                              uint32_t fiber_next, uint32_t counter_word);
+/// Does nothing; a place for a debugger's breakpoint in tests of the debugger script.
+void spindle_debug_checkpoint(void);
+
 /// Makes `fiber` describe the calling thread's native stack, which is running now.
 /// Also makes sure the thread has an alternate signal stack (see overflow.c).
 void spindle_fiber_init_thread(spindle_fiber_t *_Nonnull fiber);

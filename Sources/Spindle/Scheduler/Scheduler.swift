@@ -63,8 +63,13 @@ final class Scheduler: @unchecked Sendable {
     /// Spare fibers beyond what a worker keeps (any worker may take them).
     var sharedSpares: UnsafeMutablePointer<FiberState>?
     /// Every fiber this system made and has not recycled, linked through `allNext` (under
-    /// `lock`): read only for stall reports (docs/sleep.md, "Stalls").
-    var allFibers: UnsafeMutablePointer<FiberState>?
+    /// `lock`): read only for stall reports (docs/sleep.md, "Stalls") and, through
+    /// `spindle_debug_info`, by a debugger (docs/debugging.md).
+    var allFibers: UnsafeMutablePointer<FiberState>? {
+        didSet { DebugTable.publish(allFibers, slot: debugSlot) }
+    }
+    /// This scheduler's slot in `spindle_debug_info` (-1: none left).
+    let debugSlot = DebugTable.claimSlot()
     /// The stall watch (docs/sleep.md, "Stalls"): how long the system may sit idle with parked
     /// fibers before it reports (nil: never), the handler (under `lock`; nil: the default), and
     /// the progress stamp of the last report, so that one stall is reported once.
@@ -142,6 +147,7 @@ final class Scheduler: @unchecked Sendable {
     }
 
     deinit {
+        DebugTable.releaseSlot(debugSlot)
         // Records an outside submission left after the system terminated never run: release
         // what they hold (docs/sleep.md, "Submissions and shutdown").
         for queue in injection + nodeQueues {
