@@ -64,7 +64,7 @@ enum SyncSuite {
         let each = perJob
         registry.register(Benchmark(BenchmarkID(group: "sync", name: "jobmutex-contended"), throughput: .elements(each), mode: .flat,
                                     sweepsThreads: true,
-                                    note: "one job per worker, each JobMutex.withLock { $0 += 1 } ×100k on one mutex (a waiter parks its fiber; hand-over on unlock); per unit: per lock of one job") { threads in
+                                    note: "one job per worker, each JobMutex.withLock { $0 += 1 } ×100k on one mutex (after a short spin a waiter parks its fiber; an unlock wakes the first waiter, which retries); per unit: per lock of one job") { threads in
             let jobs = try SharedJobSystem.get(workers: threads)
             let mutex = JobMutex(0)
             return { iterations in
