@@ -39,7 +39,7 @@ struct CancellationTests {
             let token = CancellationToken()
             let started = JobCounter(1)
             let gate = JobCounter(1)
-            let observations = Mutex<[String]>([])
+            let observations = Locked<[String]>([])
             let done = JobCounter()
             jobs.run(counter: done, cancellation: token) { context in
                 observations.withLock { $0.append("before: \(context.isCancelled) same: \(context.cancellation === token)") }
@@ -94,7 +94,7 @@ struct CancellationTests {
         withTimeLimit(seconds: 60, "cancelled graph workers=\(workers)") {
             let graph = TaskGraph("chain")
             let ran = Atomic<Int>(0)
-            let token = Mutex<CancellationToken?>(nil)
+            let token = Locked<CancellationToken?>(nil)
             var previous: TaskGraph.Node?
             for index in 0..<100 {
                 let node = graph.node("n\(index)") { _ in
