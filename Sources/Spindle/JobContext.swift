@@ -18,6 +18,12 @@ public struct JobContext {
 
     @usableFromInline var scheduler: Scheduler { state.pointee.worker.pointee.scheduler }
 
+    /// The context of the job the calling thread runs, if it is a worker (of any system) running
+    /// a job; nil on other threads and in code a worker runs that must not park.
+    static func calling() -> JobContext? {
+        Scheduler.anyCurrentWorker()?.local.pointee.running.map { JobContext(state: $0) }
+    }
+
     /// The index of the worker running this job now (it may change after a wait).
     public var workerIndex: Int { state.pointee.worker.pointee.index }
 

@@ -134,10 +134,10 @@ struct LoopEngine: Sendable {
     /// entered through `inJob`.
     @usableFromInline
     static func runningContext() -> JobContext {
-        guard let worker = Scheduler.anyCurrentWorker(), let running = worker.local.pointee.running else {
+        guard let context = JobContext.calling() else {
             misuse("Spindle internal error: a loop body with a context ran outside a job")
         }
-        return JobContext(state: running)
+        return context
     }
 
     /// Runs `entry` in one job and blocks the calling (outside) thread until it returned. The

@@ -83,19 +83,7 @@ extension JobSystem {
                 // when either side is incomplete, destroys the complete one, so after a failure
                 // the root reports no initialised slot and no element is left alive.
                 let done = LoopEngine(scheduler).mapChunks(0..<count, partitioner, leaf: { (chunk: Range<Int>) -> LoopSlots in
-                    guard !failure.isCancelled else { return LoopSlots(range: chunk, complete: false) }
-                    var next = chunk.lowerBound
-                    do throws(E) {
-                        while next < chunk.upperBound {
-                            (base.pointer + next).initialize(to: try transform(start + next))
-                            next += 1
-                        }
-                        return LoopSlots(range: chunk, complete: true)
-                    } catch {
-                        (base.pointer + chunk.lowerBound).deinitialize(count: next - chunk.lowerBound)
-                        failure.record(error)
-                        return LoopSlots(range: chunk, complete: false)
-                    }
+                    LoopSlots.fill(chunk, base, failure) { (slot: Int) throws(E) -> T in try transform(start + slot) }
                 }, combine: { left, right in
                     LoopSlots.merge(left, right, base)
                 })
@@ -192,20 +180,8 @@ extension JobSystem {
                 engine.inJob {
                     // As in `parallelMap(_:partitioner:_:)`: an incomplete run holds no element.
                     complete = engine.mapChunks(0..<count, partitioner, leaf: { (chunk: Range<Int>) -> LoopSlots in
-                        guard !failure.isCancelled else { return LoopSlots(range: chunk, complete: false) }
                         let context = LoopEngine.runningContext()
-                        var next = chunk.lowerBound
-                        do throws(E) {
-                            while next < chunk.upperBound {
-                                (base.pointer + next).initialize(to: try transform(start + next, context))
-                                next += 1
-                            }
-                            return LoopSlots(range: chunk, complete: true)
-                        } catch {
-                            (base.pointer + chunk.lowerBound).deinitialize(count: next - chunk.lowerBound)
-                            failure.record(error)
-                            return LoopSlots(range: chunk, complete: false)
-                        }
+                        return LoopSlots.fill(chunk, base, failure) { (slot: Int) throws(E) -> T in try transform(start + slot, context) }
                     }, combine: { left, right in
                         LoopSlots.merge(left, right, base)
                     }).complete
@@ -335,6 +311,29 @@ struct LoopSlots: Sendable {
     init(range: Range<Int>, complete: Bool) {
         self.range = range
         self.complete = complete
+    }
+
+    /// Initializes the slots of `chunk` with `transform(slot)` (a chunk of `parallelMap`): the
+    /// run, complete; or, if the loop was cancelled or `transform` throws, incomplete, with the
+    /// error recorded and no element of the run left alive.
+    @inlinable
+    static func fill<T, E: Error>(
+        _ chunk: Range<Int>, _ base: LoopBuffer<T>, _ failure: LoopFailure<E>,
+        _ transform: (Int) throws(E) -> T
+    ) -> LoopSlots {
+        guard !failure.isCancelled else { return LoopSlots(range: chunk, complete: false) }
+        var next = chunk.lowerBound
+        do throws(E) {
+            while next < chunk.upperBound {
+                (base.pointer + next).initialize(to: try transform(next))
+                next += 1
+            }
+            return LoopSlots(range: chunk, complete: true)
+        } catch {
+            (base.pointer + chunk.lowerBound).deinitialize(count: next - chunk.lowerBound)
+            failure.record(error)
+            return LoopSlots(range: chunk, complete: false)
+        }
     }
 
     /// Neighbouring runs as one; if either is incomplete, the complete one's elements are

@@ -251,10 +251,7 @@ extension Scheduler {
         // This thread is about to free its CPU: a sleeper pinned there may now help (the
         // submissions' wakes chose other CPUs first while this thread ran here).
         if anyQueuedWork() { sleep.wakeOne(self, callerBlocks: true) }
-        guard let observed = counter.observeForWait() else { return }
-        WaitList.blockThread(on: counter.waiters) {
-            counter.waitIsOver(observed: observed)
-        }
+        counter.blockCallingThread()
     }
 
     /// Whether some worker is hungry now: searching for work, or asleep while others run (a

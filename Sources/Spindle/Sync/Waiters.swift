@@ -52,13 +52,19 @@ extension JobCounter {
     /// system) it parks the running job's fiber; on any other thread it blocks on a futex.
     /// `api` names the call for the message when it comes from async code on a worker.
     func waitAnywhere(_ api: StaticString, file: StaticString, line: UInt) {
-        if let worker = Scheduler.anyCurrentWorker(), let running = worker.local.pointee.running {
-            JobContext(state: running).wait(for: self, file: file, line: line)
+        if let context = JobContext.calling() {
+            context.wait(for: self, file: file, line: line)
             return
         }
         if Scheduler.lentWorker() != nil {
             misuse("\(api) must wait, but it was called from async code running on a Spindle worker (the JobSystem task executor), where waiting would block the worker; take it in a job (jobs.compute { … }) or use an async lock")
         }
+        blockCallingThread()
+    }
+
+    /// Blocks the calling thread (not a job) on a futex until the counter has been zero since
+    /// the call began. The outside half of every wait (`Scheduler.waitOutside`, `waitAnywhere`).
+    func blockCallingThread() {
         guard let observed = observeForWait() else { return }
         WaitList.blockThread(on: waiters) { waitIsOver(observed: observed) }
     }
