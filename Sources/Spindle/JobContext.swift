@@ -235,9 +235,29 @@ public struct JobContext {
     /// waits until the thief has finished it (returns false).
     @usableFromInline
     func _joinFinish(_ record: UnsafeMutableRawPointer) -> Bool {
+        takeBackOrPark(record, latch: JoinRecord.block(record)[JoinRecord.latch])
+    }
+
+    /// Waits for the job of the `spawnUnique` record at `record` to complete its latch, helping
+    /// first: its own record, if nobody stole it, runs here, nested on this fiber
+    /// (docs/scheduler.md, "Unique handles").
+    @usableFromInline
+    func _waitUnique(_ record: UnsafeMutableRawPointer) {
+        if UniqueRecord.isDone(record) { return }
+        if takeBackOrPark(record, latch: UniqueRecord.block(record)[UniqueRecord.latch]) {
+            state.pointee.worker.observeBegin(record, fiber: state)
+            Execution.executeUnique(record, UnsafeMutableRawPointer(state))
+            state.pointee.worker.observe(.end, fiber: state)
+        }
+    }
+
+    /// The end of a join or of a wait for a unique handle: pops this worker's deque at the
+    /// running job's priority until the record at `record` comes back (returns true: the caller
+    /// runs it) or `latch` is done (false), running other jobs' records it pops on the way;
+    /// otherwise parks on `latch` until it is done (false).
+    func takeBackOrPark(_ record: UnsafeMutableRawPointer, latch: UnsafeMutablePointer<Atomic<UInt>>) -> Bool {
         let mine = Token.record(record)
         let priority = state.pointee.priority
-        let latch = JoinRecord.block(record)[JoinRecord.latch]
         while true {
             // Acquiring: pairs with the thief's exchange; its result is then visible.
             if latch.pointee.load(ordering: .acquiring) == JoinLatch.done { return false }

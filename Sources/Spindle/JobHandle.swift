@@ -19,7 +19,9 @@
 ///
 /// Memory: two allocations per spawn: the handle, which holds the count and the outcome
 /// (whatever the value's size), and the job's closure context (the body and the handle). A body
-/// that captures values has its own closure context besides, as with `run`.
+/// that captures values has its own closure context besides, as with `run`. When one owner
+/// waits once, `spawnUnique` and its `UniqueJobHandle` keep the value in the job's record and
+/// allocate neither.
 ///
 /// Thread-safety: all members are thread-safe. The value may be read any number of times, from
 /// any thread, once the job is done.

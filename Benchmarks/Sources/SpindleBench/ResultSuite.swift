@@ -42,6 +42,29 @@ enum ResultSuite {
                 return total
             }
         })
+        registry.register(Benchmark(BenchmarkID(group: "results", name: "spindle-spawn-unique"), throughput: throughput, mode: .flat,
+                                    sweepsThreads: true,
+                                    note: "the same with ctx.spawnUnique: the value lives in the job's record, the handles (not copyable) in a preallocated buffer; ctx.wait(for:) consumes each") { threads in
+            let system = try SharedJobSystem.get(workers: threads)
+            let slots = UnsafeMutablePointer<UniqueJobHandle<Int, Never>>.allocate(capacity: count)
+            nonisolated(unsafe) let handles = slots
+            return { iterations in
+                var total: UInt64 = 0
+                for _ in 0..<iterations {
+                    var sum = 0
+                    total &+= Clock.measure {
+                        sum = system.wait(for: system.spawnUnique { (ctx: JobContext) -> Int in
+                            for i in 0..<count { (handles + i).initialize(to: ctx.spawnUnique { _ in i &* 3 }) }
+                            var sum = 0
+                            for i in 0..<count { sum &+= ctx.wait(for: (handles + i).move()) }
+                            return sum
+                        })
+                    }
+                    try check(sum, "results/spindle-spawn-unique")
+                }
+                return total
+            }
+        })
         registry.register(Benchmark(BenchmarkID(group: "results", name: "spindle-run-counter"), throughput: throughput, mode: .flat,
                                     sweepsThreads: true,
                                     note: "the same without handles: one job runs 100k ctx.run(counter:) writing slot i of a buffer, waits once, sums the buffer") { threads in

@@ -152,6 +152,46 @@ extension Scheduler {
         }
     }
 
+    /// Submits a `spawnUnique` job: a record of `size` bytes whose body `initialize` writes (the
+    /// generic part, specialized at the call) and whose runner and header this fills. Returns
+    /// the record, which the handle owns with the job (docs/scheduler.md, "Unique handles").
+    @usableFromInline
+    func submitUnique(priority: Priority, affinity: JobAffinity, size: Int, api: StaticString, site: SubmissionSite,
+                      runner: __owned @escaping @Sendable (Int, JobContext) -> Void,
+                      initialize: (UnsafeMutableRawPointer) -> Void) -> UnsafeMutableRawPointer {
+        switch route() {
+        case .worker(let worker):
+            let record = worker.allocateRecord(size: size)
+            initialize(record)
+            Execution.initializeUnique(record, runner: runner, priority: priority, affinity: affinity, site: site)
+            worker.post(Token.record(record), priority: priority)
+            return record
+        case .outside:
+            let record = outsideRecord(size: size, api: api)
+            initialize(record)
+            Execution.initializeUnique(record, runner: runner, priority: priority, affinity: affinity, site: site)
+            if !pushFromOutside(record, priority: priority) { lostToShutdown(api) }
+            return record
+        }
+    }
+
+    /// `JobSystem.wait(for:)` of a unique handle whose record is `record`: from a job of this
+    /// system, `JobContext`'s wait; from another thread, blocks it on the record's latch.
+    @usableFromInline
+    func waitUnique(_ record: UnsafeMutableRawPointer, api: StaticString) {
+        requireMayBlock(api)
+        if UniqueRecord.isDone(record) { return }
+        if let worker = Scheduler.anyCurrentWorker() {
+            require(worker.pointee.scheduler === self,
+                    "\(api) called from a job of another JobSystem: it would block that system's worker thread; use the JobContext.wait(for:) of the job you are in")
+            JobContext(state: worker.local.pointee.running!)._waitUnique(record)
+            return
+        }
+        // As in `waitOutside`: this thread frees its CPU for a sleeper that may help.
+        if anyQueuedWork() { sleep.wakeOne(self, callerBlocks: true) }
+        UniqueRecord.blockThread(record)
+    }
+
     /// Submits a job that only workers of node `node` (an index into `topology.nodes`) start,
     /// and wakes one of them if they all sleep. With one node: an ordinary submission.
     func submit(toNode node: Int, priority: Priority, size: Int = MemoryLayout<RunRecord>.stride, api: StaticString,

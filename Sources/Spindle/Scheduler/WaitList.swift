@@ -96,4 +96,27 @@ enum WaitList {
             } while !isOver()
         }
     }
+
+    /// Blocks the calling OS thread until the one-waiter latch `latch` leaves `pending`: installs
+    /// a stack node with a compare-and-exchange from `pending` (failing: the latch is done) and
+    /// sleeps on the futex word after it until the latch's owner resumes the node
+    /// (docs/scheduler.md, "Unique handles").
+    static func blockThread(onLatch latch: UnsafeMutablePointer<Atomic<UInt>>, pending: UInt) {
+        withUnsafeTemporaryAllocation(byteCount: MemoryLayout<WaitNode>.stride + 8, alignment: 16) { raw in
+            let node = raw.baseAddress!.bindMemory(to: WaitNode.self, capacity: 1)
+            let word = (raw.baseAddress! + MemoryLayout<WaitNode>.stride).bindMemory(to: Atomic<UInt32>.self, capacity: 1)
+            word.initialize(to: Atomic(0))
+            node.initialize(to: WaitNode(resume: resumeThread))
+            // Sequentially consistent on success, acquiring on failure: the latch's completing
+            // exchange then happens before whatever the caller reads next.
+            let (installed, _) = latch.pointee.compareExchange(
+                expected: pending, desired: UInt(bitPattern: node),
+                successOrdering: .sequentiallyConsistent, failureOrdering: .acquiring)
+            guard installed else { return }
+            // Acquiring: pairs with the releasing store in `resumeThread`.
+            while word.pointee.load(ordering: .acquiring) == 0 {
+                _ = Futex.wait(on: word, expected: 0)
+            }
+        }
+    }
 }

@@ -265,6 +265,13 @@ enum Execution {
             (record + MemoryLayout<JobHeader>.stride).assumingMemoryBound(to: ArgumentBody.self).deinitialize(count: 1)
         case .runCount:
             record.assumingMemoryBound(to: CountRecord.self).deinitialize(count: 1)
+        case .spawn:
+            // The body's two words (any closure: releasing one releases its context); the
+            // handle waiting for it is the submitter's, which trapped instead (only `tryRun`
+            // refuses).
+            UniqueRecord.block(record)[UniqueRecord.body].withMemoryRebound(to: RunBody.self, capacity: 1) {
+                _ = $0.deinitialize(count: 1)
+            }
         case .join, .graphNode, .asyncTask:
             break
         }

@@ -26,6 +26,8 @@ enum JobKind: UInt8, CaseIterable, Sendable {
     case graphNode
     /// A partial task of Swift Concurrency on the task executor (`AsyncRecord`).
     case asyncTask
+    /// `spawnUnique`: a closure, a latch and the job's outcome (`UniqueRecord`).
+    case spawn
 
     /// The slice name of this kind in a job trace (graph nodes are named by their node).
     var traceName: String {
@@ -36,6 +38,7 @@ enum JobKind: UInt8, CaseIterable, Sendable {
         case .join: "join"
         case .graphNode: "graph"
         case .asyncTask: "async task"
+        case .spawn: "spawn"
         }
     }
 
@@ -44,7 +47,7 @@ enum JobKind: UInt8, CaseIterable, Sendable {
     /// only from the loop, never on top of a job (docs/async.md).
     var runsNested: Bool {
         switch self {
-        case .run, .runArgument, .runCount, .join, .graphNode: true
+        case .run, .runArgument, .runCount, .join, .graphNode, .spawn: true
         case .asyncTask: false
         }
     }
