@@ -1,6 +1,6 @@
 import Synchronization
 
-// Cooperative cancellation for jobs, loops and graph runs. docs/scheduler.md, "Cancellation".
+// Cooperative cancellation for jobs, loops, graph runs and pipeline runs. docs/scheduler.md, "Cancellation".
 
 /// A cancellation request that jobs, parallel loops and task-graph runs accept.
 ///
@@ -8,7 +8,8 @@ import Synchronization
 /// a job submitted with the token that has not started is skipped (its counter still completes);
 /// a loop given the token skips the chunks that have not started and returns `false`; a graph
 /// run given the token skips the nodes that have not started and reports how many
-/// (`TaskGraph.lastSkippedNodes`). Work that is running stops when it looks:
+/// (`TaskGraph.lastSkippedNodes`); a pipeline run started with the token is stopped as by
+/// `PipelineRun.cancel()`. Work that is running stops when it looks:
 /// `JobContext.isCancelled` and `checkCancellation()` in a job submitted with the token,
 /// or `token.isCancelled` anywhere.
 ///
@@ -22,16 +23,50 @@ import Synchronization
 ///
 /// Thread-safety: all members are thread-safe and lock-free. A token may be shared by any
 /// number of jobs, loops and runs, of several systems; it cannot be reset.
-public final class CancellationToken: Sendable {
+public final class CancellationToken: @unchecked Sendable {
+    // SAFETY: `flag` is atomic; `handlers` and `nextHandler` are touched only under `lock`.
     @usableFromInline let flag = Atomic<Bool>(false)
+    private let lock = Lock()
+    /// What runs when the token is cancelled: the stops of pipeline runs started with it.
+    private var handlers: [Int: @Sendable () -> Void] = [:]
+    private var nextHandler = 0
 
     /// A token that is not cancelled.
     public init() {}
 
-    /// Requests cancellation. Idempotent; never blocks.
+    /// Requests cancellation. Idempotent. Never blocks on jobs: the pipeline runs started with
+    /// the token are stopped from this call (`PipelineRun.cancel()`, which returns at once).
     public func cancel() {
         // Releasing: what the canceller wrote before is visible to whoever sees the request.
         flag.store(true, ordering: .releasing)
+        let taken = lock.withLock { () -> [@Sendable () -> Void] in
+            defer { handlers.removeAll() }
+            return Array(handlers.values)
+        }
+        for handler in taken { handler() }
+    }
+
+    /// Runs `handler` once when the token is cancelled (at once, on this thread, if it already
+    /// is); returns the key that `removeHandler` takes, or nil if it already ran.
+    func addHandler(_ handler: @escaping @Sendable () -> Void) -> Int? {
+        // `cancel` stores the flag before it takes the lock, so a handler added after the
+        // cancelling call took the list sees the flag here and runs now.
+        let key = lock.withLock { () -> Int? in
+            guard !flag.load(ordering: .acquiring) else { return nil }
+            nextHandler += 1
+            handlers[nextHandler] = handler
+            return nextHandler
+        }
+        if key == nil { handler() }
+        return key
+    }
+
+    /// The handlers registered now (tests).
+    var handlerCount: Int { lock.withLock { handlers.count } }
+
+    /// Forgets the handler under `key` (it has not run, or is running now).
+    func removeHandler(_ key: Int) {
+        lock.withLock { _ = handlers.removeValue(forKey: key) }
     }
 
     /// Whether `cancel()` has been called. O(1), one load.

@@ -129,4 +129,47 @@ struct CancellationTests {
         }
         jobs.shutdown()
     }
+
+    /// A pipeline run started with a token stops when the token is cancelled, even with its
+    /// input open and idle: `wait()` returns a stopped report whose accounting holds, and later
+    /// sends are refused. A token cancelled before the start stops the run at once. A token
+    /// shared by many runs holds no handler once they finished.
+    @Test(arguments: workerCounts)
+    func aTokenStopsPipelineRuns(workers: Int) throws {
+        let jobs = try makeSystem(workers: workers)
+        withTimeLimit(seconds: 60, "pipeline cancellation workers=\(workers)") {
+            let shared = CancellationToken()
+            for round in 0..<20 {
+                let token = CancellationToken()
+                let pipeline = Pipeline<Int>("cancel-\(round)", channelCapacity: 16)
+                let total = Atomic<Int>(0)
+                pipeline.source.map("double") { $0 * 2 }.sink("add") { total.add($0, ordering: .relaxed) }
+                let run = try! pipeline.start(on: jobs, cancellation: token)
+                let other = Pipeline<Int>("shared-\(round)")
+                other.source.sink("drop") { _ in }
+                let finished = try! other.start(on: jobs, cancellation: shared)
+                for value in 0..<(round * 50) { #expect(run.send(value)) }
+                _ = finished.send(round)
+                #expect(try! finished.finish().stopped == false)
+                // Cancelled from another thread while the input is open and nothing is sent.
+                onNewThread { token.cancel() }
+                let report = try! run.wait()
+                #expect(report.stopped)
+                #expect(report.accepted == round * 50)
+                #expect(report.accepted == report.delivered + report.discarded, "round \(round)")
+                #expect(!run.send(1), "a send after the cancellation is refused")
+                #expect(token.handlerCount == 0)
+            }
+            #expect(shared.handlerCount == 0, "finished runs removed their handlers")
+            let early = CancellationToken()
+            early.cancel()
+            let pipeline = Pipeline<Int>("early")
+            pipeline.source.sink("never") { _ in Issue.record("an item passed a cancelled run") }
+            let run = try! pipeline.start(on: jobs, cancellation: early)
+            #expect(!run.send(1))
+            let report = try! run.wait()
+            #expect(report.stopped && report.accepted == 0)
+        }
+        jobs.shutdown()
+    }
 }

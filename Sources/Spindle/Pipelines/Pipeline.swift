@@ -67,6 +67,20 @@ public final class Pipeline<Input: Sendable>: @unchecked Sendable {
         let state = try builder.start(on: jobs)
         return PipelineRun(state: state, sources: state.sourceChannels.map { unsafeDowncast($0, to: Channel<Input>.self) })
     }
+
+    /// Starts a run that `cancellation` stops: once the token is cancelled (also before this
+    /// call), the run is stopped as by `PipelineRun.cancel()`: stages discard the items in
+    /// flight and count them, later sends return false, and `wait()` returns a report whose
+    /// `stopped` is true. Stage bodies may also look at `cancellation.isCancelled` to end a
+    /// long item sooner.
+    ///
+    /// - Throws: as `start(on:)`.
+    /// - Complexity: as `start(on:)`, plus one handler on the token for the run's duration.
+    public func start(on jobs: JobSystem, cancellation: CancellationToken) throws(PipelineError) -> PipelineRun<Input> {
+        let run = try start(on: jobs)
+        run.state.stop(when: cancellation)
+        return run
+    }
 }
 
 /// How a stage runs.

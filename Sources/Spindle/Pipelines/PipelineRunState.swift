@@ -190,7 +190,7 @@ final class StageRuntime: @unchecked Sendable {
 /// What every stage of a run shares: the stop flag, the first failure, the source's state, the
 /// completion counter.
 final class PipelineRunState: @unchecked Sendable {
-    // SAFETY: `storedFailure` only under `lock`; `sourceChannels` is set before any stage or
+    // SAFETY: `storedFailure`, `sinkStates`, `cancellationHandler` and `finishedAll` only under `lock`; `sourceChannels` is set before any stage or
     // sender runs; the rest are atomics.
     let jobs: JobSystem
     let stages: [StageRuntime]
@@ -208,6 +208,9 @@ final class PipelineRunState: @unchecked Sendable {
     private var storedFailure: (stage: String, error: any Error)?
     /// The final states of stateful sinks, by stage index (written when the sink stage ends).
     private var sinkStates: [Int: any Sendable] = [:]
+    /// The token that stops this run and the key of its handler there, until the run finishes.
+    private var cancellationHandler: (CancellationToken, Int)?
+    private var finishedAll = false
 
     func storeSinkState(_ state: any Sendable, stage: Int) {
         lock.withLock { sinkStates[stage] = state }
@@ -291,8 +294,27 @@ final class PipelineRunState: @unchecked Sendable {
         stop(failure: (stage, error))
     }
 
+    /// Stops the run when `token` is cancelled, until the run finishes (docs/pipelines.md,
+    /// "Cancellation").
+    func stop(when token: CancellationToken) {
+        let key = token.addHandler { [weak self] in self?.stop(failure: nil) }
+        guard let key else { return }
+        let installed = lock.withLock { () -> Bool in
+            guard !finishedAll else { return false }
+            cancellationHandler = (token, key)
+            return true
+        }
+        if !installed { token.removeHandler(key) }
+    }
+
     func stageFinished() {
         if remainingStages.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            let handler = lock.withLock { () -> (CancellationToken, Int)? in
+                finishedAll = true
+                defer { cancellationHandler = nil }
+                return cancellationHandler
+            }
+            if let (token, key) = handler { token.removeHandler(key) }
             jobs.pipelineRunFinished(self)
             finishedWord.pointee.store(1, ordering: .releasing)
             _ = Futex.wake(finishedWord, count: Int32.max)
