@@ -51,6 +51,17 @@ void *spindle_throwing_closure_invoke(void *const *words, void *argument) {
   return error;
 }
 
+typedef void (*spindle_swift_throwing_integer_closure_t)(
+    intptr_t integer, void *argument, void *__attribute__((swift_context)) context,
+    void **__attribute__((swift_error_result)) error) __attribute__((swiftcall));
+
+void *spindle_throwing_closure_invoke_with_integer(void *const *words, intptr_t integer,
+                                                   void *argument) {
+  void *error = NULL;
+  ((spindle_swift_throwing_integer_closure_t)words[0])(integer, argument, words[1], &error);
+  return error;
+}
+
 // The Swift runtime's uniqueness check (libswiftCore; C calling convention).
 extern bool swift_isUniquelyReferenced_nonNull_native(const void *object);
 

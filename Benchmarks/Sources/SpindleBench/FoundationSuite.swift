@@ -12,6 +12,7 @@ enum Suites {
         SchedulerSuite.register(&registry)
         LoopSuite.register(&registry)
         GraphSuite.register(&registry)
+        GraphBuildSuite.register(&registry)
         PipelineSuite.register(&registry)
         AsyncSuite.register(&registry)
         TraceSuite.register(&registry)

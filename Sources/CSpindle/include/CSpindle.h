@@ -250,6 +250,9 @@ void spindle_closure_invoke_with_integer(void *_Nonnull const *_Nonnull words, i
 /// error it threw (an owned reference to the error box, which the caller must release).
 void *_Nullable spindle_throwing_closure_invoke(void *_Nonnull const *_Nonnull words,
                                                void *_Nullable argument);
+/// `spindle_throwing_closure_invoke` for a closure of type `(Int, JobContext) throws -> Void`.
+void *_Nullable spindle_throwing_closure_invoke_with_integer(void *_Nonnull const *_Nonnull words,
+                                                            intptr_t integer, void *_Nullable argument);
 /// Whether a closure context (a native Swift object) has only one strong reference: releasing
 /// it then frees the context, and nothing else touches its count.
 _Bool spindle_closure_context_is_unique(const void *_Nonnull context);

@@ -99,6 +99,16 @@ struct GraphRecord: JobRecordKind {
     static var execute: ExecuteFunction { GraphExecution.executeGraph }
 }
 
+/// A node's body as a plan line holds it: the closure's two words, called in place.
+struct NodeCall {
+    var call: @Sendable (JobContext) throws -> Void
+}
+
+/// The body of a node that takes its integer, as a plan line holds it.
+struct NodeArgumentCall {
+    var call: @Sendable (Int, JobContext) throws -> Void
+}
+
 /// A graph compiled for running: one cache line per node, flattened successor lists, roots.
 /// Immutable after init except for the pending counts, which each run counts down and restores.
 final class GraphPlan: @unchecked Sendable {
@@ -113,7 +123,10 @@ final class GraphPlan: @unchecked Sendable {
     static var successorCount: RawSlot<Int32> { RawSlot(byteOffset: 12) }
     static var predecessors: RawSlot<Int32> { RawSlot(byteOffset: 16) }
     static var priority: RawSlot<Priority> { RawSlot(byteOffset: 20) }
-    static var body: RawSlot<NodeBody> { RawSlot(line: 0, word: 4) }
+    /// Whether the body takes the node's integer (`argument`).
+    static var takesArgument: RawSlot<Bool> { RawSlot(byteOffset: 21) }
+    static var body: RawSlot<NodeCall> { RawSlot(line: 0, word: 4) }
+    static var argument: RawSlot<Int> { RawSlot(line: 0, word: 6) }
 
     let version: Int
     let nodeCount: Int
@@ -146,23 +159,35 @@ final class GraphPlan: @unchecked Sendable {
         counter = Unmanaged.passUnretained(runState.counter)
         lines = .allocate(byteCount: nodeCount * Self.lineSize, alignment: Self.lineSize)
         successors = .allocate(capacity: Swift.max(1, builder.edgeCount))
+        Self.checkLayout()
         var start = 0
         var roots: [Int32] = []
         var sinks = 0
         for node in 0..<nodeCount {
             let line = RawBlock(lines + node * Self.lineSize, byteCount: Self.lineSize)
-            let predecessors = builder.predecessorCounts[node]
-            let list = builder.successors[node]
+            let predecessors = builder.inDegree[node]
+            let count = Int(builder.outDegree[node])
             line.initialize(Self.pending, to: Atomic(Int(predecessors)))
             line.initialize(Self.successorStart, to: Int32(start))
-            line.initialize(Self.successorCount, to: Int32(list.count))
+            line.initialize(Self.successorCount, to: Int32(count))
             line.initialize(Self.predecessors, to: predecessors)
             line.initialize(Self.priority, to: builder.priorities[node])
-            line.initialize(Self.body, to: builder.bodies[node])
-            for (offset, successor) in list.enumerated() { successors[start + offset] = successor }
-            start += list.count
+            switch builder.bodies[node] {
+            case .plain(let body):
+                line.initialize(Self.takesArgument, to: false)
+                line.initialize(Self.body, to: NodeCall(call: body))
+                line.initialize(Self.argument, to: 0)
+            case .argument(let argument, let body):
+                line.initialize(Self.takesArgument, to: true)
+                line[Self.body].withMemoryRebound(to: NodeArgumentCall.self, capacity: 1) {
+                    $0.initialize(to: NodeArgumentCall(call: body))
+                }
+                line.initialize(Self.argument, to: argument)
+            }
+            builder.writeSuccessors(of: node, to: successors + start)
+            start += count
             if predecessors == 0 { roots.append(Int32(node)) }
-            if list.isEmpty { sinks += 1 }
+            if count == 0 { sinks += 1 }
         }
         // Highest priority first among the roots, so the launch job runs the most urgent one.
         roots.sort { builder.priorities[Int($0)].index < builder.priorities[Int($1)].index }
@@ -183,8 +208,18 @@ final class GraphPlan: @unchecked Sendable {
         line(node)[Self.priority].pointee
     }
 
+    /// The executor calls a line's body through its two words; both kinds of body must be
+    /// exactly those two words.
+    static func checkLayout() {
+        require(MemoryLayout<NodeCall>.size == 2 * MemoryLayout<Int>.size
+                    && MemoryLayout<NodeArgumentCall>.size == 2 * MemoryLayout<Int>.size,
+                "Spindle internal error: graph node body layout changed")
+    }
+
     deinit {
         for node in 0..<nodeCount {
+            // Either kind of body is a closure's two words: releasing it as one releases its
+            // context.
             line(node)[Self.body].deinitialize(count: 1)
         }
         lines.deallocate()
@@ -269,9 +304,11 @@ enum GraphExecution {
                     before.observe(.begin, fiber: state, label: .name(plan.names[node]),
                                    priority: state.pointee.priority, detail: UInt(bitPattern: plan.counter.toOpaque()))
                 }
-                if let error = spindle_throwing_closure_invoke(
-                    UnsafeMutableRawPointer(line[GraphPlan.body]).assumingMemoryBound(to: UnsafeMutableRawPointer.self),
-                    UnsafeMutableRawPointer(state)) {
+                let words = UnsafeMutableRawPointer(line[GraphPlan.body]).assumingMemoryBound(to: UnsafeMutableRawPointer.self)
+                let error = line[GraphPlan.takesArgument].pointee
+                    ? spindle_throwing_closure_invoke_with_integer(words, line[GraphPlan.argument].pointee, UnsafeMutableRawPointer(state))
+                    : spindle_throwing_closure_invoke(words, UnsafeMutableRawPointer(state))
+                if let error {
                     plan.runState.fail(node: plan.names[node], takeError(error))
                 }
                 if traced { state.pointee.worker.observe(.end, fiber: state) }

@@ -58,7 +58,52 @@ public final class TaskGraph: @unchecked Sendable {
         _ name: String, priority: Priority = .normal,
         _ body: @escaping @Sendable (JobContext) throws -> Void
     ) -> Node {
-        add(name, priority: priority, subgraph: nil, body)
+        add(name, priority: priority, subgraph: nil, .plain(body))
+    }
+
+    /// Adds a node that runs `body(argument, context)`, and returns it: `node(_:priority:_:)`
+    /// for a body shared by many nodes, which then costs no closure per node (as
+    /// `run(counter:argument:)` does for jobs).
+    ///
+    /// - Precondition: the graph is not running.
+    /// - Complexity: amortized O(1); no allocation besides amortized array growth.
+    @discardableResult
+    public func node(
+        _ name: String, argument: Int, priority: Priority = .normal,
+        _ body: @escaping @Sendable (Int, JobContext) throws -> Void
+    ) -> Node {
+        add(name, priority: priority, subgraph: nil, .argument(argument, body))
+    }
+
+    /// Adds `count` nodes named `name` that run `body(i, context)` for `i` in `0..<count`, and
+    /// returns their range of indices (`node(at:)` gives each node). The graph's arrays grow
+    /// once.
+    ///
+    /// - Precondition: `count >= 0`; the graph is not running.
+    /// - Complexity: O(count); no allocation besides the arrays' one growth.
+    @discardableResult
+    public func nodes(
+        _ name: String, count: Int, priority: Priority = .normal,
+        _ body: @escaping @Sendable (Int, JobContext) throws -> Void
+    ) -> Range<Int> {
+        require(count >= 0, "TaskGraph.nodes(\"\(name)\", count: \(count)): the count must not be negative")
+        return lock.withLock {
+            requireIdle("add nodes \"\(name)\" to")
+            builder.reserve(nodes: count, edges: 0)
+            let first = builder.nodeCount
+            for index in 0..<count {
+                _ = builder.addNode(name, priority: priority, body: .argument(index, body), subgraph: nil)
+            }
+            return first..<(first + count)
+        }
+    }
+
+    /// Reserves room for `nodes` more nodes and `edges` more edges, so that building them
+    /// grows the graph's arrays once. Optional.
+    ///
+    /// - Complexity: O(nodes + edges + current size) (one reallocation of each array).
+    public func reserveCapacity(nodes: Int, edges: Int) {
+        lock.withLock { builder.reserve(nodes: Swift.max(0, nodes), edges: Swift.max(0, edges)) }
     }
 
     /// Adds a node that runs `graph` and waits for it (parking the node's fiber), and returns
@@ -74,42 +119,41 @@ public final class TaskGraph: @unchecked Sendable {
     public func subgraph(_ name: String, priority: Priority = .normal, _ graph: TaskGraph) -> Node {
         require(graph !== self && !graph.contains(self),
                 "TaskGraph.subgraph(\"\(name)\"): graph \"\(graph.name)\" is or contains \"\(self.name)\", which would make a graph run inside itself; use a separate graph")
-        return add(name, priority: priority, subgraph: graph) { context in
+        return add(name, priority: priority, subgraph: graph, .plain { context in
             try context.runAndWait(graph)
-        }
+        })
     }
 
-    private func add(
-        _ name: String, priority: Priority, subgraph: TaskGraph?,
-        _ body: @escaping @Sendable (JobContext) throws -> Void
-    ) -> Node {
+    private func add(_ name: String, priority: Priority, subgraph: TaskGraph?, _ body: NodeBody) -> Node {
         lock.withLock {
             requireIdle("add node \"\(name)\" to")
-            let index = builder.names.count
-            builder.names.append(name)
-            builder.priorities.append(priority)
-            builder.bodies.append(NodeBody(call: body))
-            builder.successors.append([])
-            builder.predecessorCounts.append(0)
-            builder.subgraphs.append(subgraph)
-            builder.version &+= 1
-            return Node(graph: self, index: index)
+            return Node(graph: self, index: builder.addNode(name, priority: priority, body: body, subgraph: subgraph))
         }
     }
 
-    /// Adds the edge `from → to`, refusing one that closes a cycle. Called by `Node.precedes`.
-    func addEdge(from: Int, to: Int) throws(CycleError) {
+    /// Adds the edges `each of sources → to` under one lock (`Node.succeeds`).
+    func addEdges(from sources: some Sequence<Node>, to target: Int) throws(CycleError) {
         lock.lock()
         defer { lock.unlock() }
         requireIdle("add an edge to")
-        if builder.successors[from].contains(Int32(to)) { return }
-        if let path = builder.path(from: to, to: from) {
-            throw CycleError(cycle: ([from] + path).map { builder.names[$0] })
+        for source in sources {
+            require(source.graph === self,
+                    "TaskGraph edge node #\(source.index) of graph \"\(source.graph.name)\" → \"\(builder.names[target])\": the nodes belong to different graphs; edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
+            try builder.addEdge(from: source.index, to: target)
         }
-        builder.successors[from].append(Int32(to))
-        builder.predecessorCounts[to] += 1
-        builder.edgeCount += 1
-        builder.version &+= 1
+    }
+
+    /// Adds the edges `from → each of targets`, refusing one that closes a cycle (the edges
+    /// before it stay). Called by `Node.precedes`; one lock for all of them.
+    func addEdges(from: Int, to targets: some Sequence<Node>) throws(CycleError) {
+        lock.lock()
+        defer { lock.unlock() }
+        requireIdle("add an edge to")
+        for target in targets {
+            require(target.graph === self,
+                    "TaskGraph edge \"\(builder.names[from])\" → node #\(target.index) of graph \"\(target.graph.name)\": the nodes belong to different graphs (\"\(name)\" and \"\(target.graph.name)\"); edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
+            try builder.addEdge(from: from, to: target.index)
+        }
     }
 
     private func requireIdle(_ what: String) {
@@ -126,7 +170,7 @@ public final class TaskGraph: @unchecked Sendable {
     // MARK: Inspecting
 
     /// The number of nodes.
-    public var nodeCount: Int { lock.withLock { builder.names.count } }
+    public var nodeCount: Int { lock.withLock { builder.nodeCount } }
 
     /// The number of edges.
     public var edgeCount: Int { lock.withLock { builder.edgeCount } }
@@ -134,10 +178,20 @@ public final class TaskGraph: @unchecked Sendable {
     /// Every node, in the order they were added.
     public var nodes: [Node] { (0..<nodeCount).map { Node(graph: self, index: $0) } }
 
+    /// The node at `index` (in the order nodes were added).
+    ///
+    /// - Precondition: `0 <= index < nodeCount`.
+    /// - Complexity: O(1).
+    public func node(at index: Int) -> Node {
+        let count = nodeCount
+        require(index >= 0 && index < count, "TaskGraph \"\(name)\".node(at: \(index)): the graph has \(count) nodes; use an index in 0..<\(count)")
+        return Node(graph: self, index: index)
+    }
+
     /// The nodes `node` precedes, in the order the edges were added.
     public func successors(of node: Node) -> [Node] {
         requireOwn(node, "successors(of:)")
-        return lock.withLock { builder.successors[node.index].map { Node(graph: self, index: Int($0)) } }
+        return lock.withLock { builder.successors(of: node.index).map { Node(graph: self, index: Int($0)) } }
     }
 
     /// Whether a run is in progress.
@@ -210,8 +264,8 @@ public final class TaskGraph: @unchecked Sendable {
                 }
                 text += "  n\(index) [\(attributes.joined(separator: ", "))];\n"
             }
-            for (from, list) in builder.successors.enumerated() {
-                for to in list { text += "  n\(from) -> n\(to);\n" }
+            for from in builder.names.indices {
+                for to in builder.successors(of: from) { text += "  n\(from) -> n\(to);\n" }
             }
             return text + "}\n"
         }
@@ -247,7 +301,11 @@ extension TaskGraph {
         /// - Throws: `CycleError` naming the cycle if an edge would close one; edges added before
         ///   it in the same call stay. Adding an edge twice has no effect.
         /// - Precondition: the successors belong to the same graph; the graph is not running.
-        /// - Complexity: O(nodes + edges) per edge (the cycle search).
+        /// - Complexity: amortized O(1) per edge from a node added before its successor (or
+        ///   already ordered before it by earlier edges), the usual case; otherwise the cycle
+        ///   search visits only the nodes between the two in the graph's topological order that
+        ///   the edge reaches (docs/graphs.md, "Building"). The duplicate check is O(1) for a
+        ///   node's newest edge and for nodes with over 16 successors, else O(successors).
         @discardableResult
         public func precedes(_ successors: Node...) throws(CycleError) -> Node {
             try precedes(contentsOf: successors)
@@ -256,11 +314,7 @@ extension TaskGraph {
         /// `precedes` for a sequence of successors.
         @discardableResult
         public func precedes(contentsOf successors: some Sequence<Node>) throws(CycleError) -> Node {
-            for successor in successors {
-                require(successor.graph === graph,
-                        "TaskGraph edge \"\(name)\" → \"\(successor.name)\": the nodes belong to different graphs (\"\(graph.name)\" and \"\(successor.graph.name)\"); edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
-                try graph.addEdge(from: index, to: successor.index)
-            }
+            try graph.addEdges(from: index, to: successors)
             return self
         }
 
@@ -269,7 +323,15 @@ extension TaskGraph {
         /// - Throws, Precondition, Complexity: as for `precedes(_:)`.
         @discardableResult
         public func succeeds(_ predecessors: Node...) throws(CycleError) -> Node {
-            for predecessor in predecessors { try predecessor.precedes(self) }
+            try succeeds(contentsOf: predecessors)
+        }
+
+        /// `succeeds` for a sequence of predecessors (one lock for all the edges).
+        ///
+        /// - Throws, Precondition, Complexity: as for `precedes(_:)`.
+        @discardableResult
+        public func succeeds(contentsOf predecessors: some Sequence<Node>) throws(CycleError) -> Node {
+            try graph.addEdges(from: predecessors, to: index)
             return self
         }
 
@@ -302,53 +364,5 @@ extension TaskGraph {
         public let error: any Error
 
         public var description: String { "TaskGraph node \"\(node)\" failed: \(error)" }
-    }
-}
-
-// MARK: - Builder
-
-/// A node's body, wrapped so that the plan can hold it in a node's line and call it through its
-/// two words (function, context) without copying it (`spindle_throwing_closure_invoke`).
-struct NodeBody {
-    var call: @Sendable (JobContext) throws -> Void
-}
-
-extension TaskGraph {
-    /// The graph as built so far (guarded by the graph's lock).
-    struct Builder {
-        var names: [String] = []
-        var priorities: [Priority] = []
-        var bodies: [NodeBody] = []
-        var successors: [[Int32]] = []
-        var predecessorCounts: [Int32] = []
-        var subgraphs: [TaskGraph?] = []
-        var edgeCount = 0
-        /// Changes with every addition, so a run knows when to compile a new plan.
-        var version = 0
-
-        /// A path `start → … → goal` along successor edges, if there is one (iterative
-        /// depth-first search).
-        func path(from start: Int, to goal: Int) -> [Int]? {
-            if start == goal { return [start] }
-            var parent = [Int32](repeating: -1, count: names.count)
-            parent[start] = Int32(start)
-            var stack = [start]
-            while let node = stack.popLast() {
-                for next in successors[node] where parent[Int(next)] < 0 {
-                    parent[Int(next)] = Int32(node)
-                    if Int(next) == goal {
-                        var path = [goal]
-                        var current = goal
-                        while current != start {
-                            current = Int(parent[current])
-                            path.append(current)
-                        }
-                        return path.reversed()
-                    }
-                    stack.append(Int(next))
-                }
-            }
-            return nil
-        }
     }
 }
