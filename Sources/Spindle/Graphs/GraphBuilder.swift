@@ -13,32 +13,41 @@ enum NodeBody {
 extension TaskGraph {
     /// The graph as built so far (guarded by the graph's lock).
     ///
-    /// Edges live in flat arrays, each node's outgoing and incoming edges as linked lists
-    /// through them (newest first), so adding a node or an edge allocates nothing but amortized
-    /// array growth. `order` is a topological order of the nodes (`order[n]` is `n`'s position):
-    /// a new node goes last; an edge `x → y` with `order[x] < order[y]` keeps it valid as it is;
+    /// Nodes and edges live in two flat arrays, each node's outgoing and incoming edges as
+    /// linked lists through the edges (newest first), so adding a node or an edge is one append.
+    /// The nodes' `order` fields are a topological order (a node's position): a new node goes
+    /// last; an edge `x → y` with `x.order < y.order` keeps it valid as it is;
     /// otherwise `reorder` searches forward from `y` and backward from `x` within the positions
     /// between them, finds a cycle if `x` is reachable from `y`, and else gives the nodes it
     /// visited the same positions in a valid order (backward ones first).
     struct Builder {
-        var names: [String] = []
-        var priorities: [Priority] = []
-        var bodies: [NodeBody] = []
-        var subgraphs: [TaskGraph?] = []
-        /// Per node: the newest outgoing and incoming edge (-1: none), and the degrees.
-        var firstOut: [Int32] = []
-        var firstIn: [Int32] = []
-        var outDegree: [Int32] = []
-        var inDegree: [Int32] = []
+        /// What the builder keeps per node: one array element, so adding a node is one append.
+        struct NodeEntry {
+            var name: String
+            var body: NodeBody
+            var subgraph: TaskGraph?
+            /// The newest outgoing and incoming edge (-1: none).
+            var firstOut: Int32 = -1
+            var firstIn: Int32 = -1
+            var outDegree: Int32 = 0
+            var inDegree: Int32 = 0
+            /// The node's topological position.
+            var order: Int32
+            var priority: Priority
+        }
+
         /// Per edge: its ends and the next older edge of the same source / target.
-        var edgeFrom: [Int32] = []
-        var edgeTo: [Int32] = []
-        var nextOut: [Int32] = []
-        var nextIn: [Int32] = []
+        struct EdgeEntry {
+            var from: Int32
+            var to: Int32
+            var nextOut: Int32
+            var nextIn: Int32
+        }
+
+        var nodes: [NodeEntry] = []
+        var edges: [EdgeEntry] = []
         /// The targets of nodes with many successors, for the duplicate check.
         var targetSets: [Int32: Set<Int32>] = [:]
-        /// The topological position of each node.
-        var order: [Int32] = []
         /// Scratch of `reorder`: visit stamps, search parents, the two visited sets.
         private var stamp: [UInt32] = []
         private var currentStamp: UInt32 = 0
@@ -52,40 +61,20 @@ extension TaskGraph {
         /// Above this many successors a node keeps a set of them for the duplicate check.
         static let setThreshold = 16
 
-        var nodeCount: Int { names.count }
-        var edgeCount: Int { edgeTo.count }
+        var nodeCount: Int { nodes.count }
+        var edgeCount: Int { edges.count }
+        var names: [String] { nodes.map(\.name) }
 
         /// Room for `nodes` more nodes and `edges` more edges (one growth of each array).
-        mutating func reserve(nodes: Int, edges: Int) {
-            let n = nodeCount + nodes
-            names.reserveCapacity(n)
-            priorities.reserveCapacity(n)
-            bodies.reserveCapacity(n)
-            subgraphs.reserveCapacity(n)
-            firstOut.reserveCapacity(n)
-            firstIn.reserveCapacity(n)
-            outDegree.reserveCapacity(n)
-            inDegree.reserveCapacity(n)
-            order.reserveCapacity(n)
-            let e = edgeCount + edges
-            edgeFrom.reserveCapacity(e)
-            edgeTo.reserveCapacity(e)
-            nextOut.reserveCapacity(e)
-            nextIn.reserveCapacity(e)
+        mutating func reserve(nodes count: Int, edges edgeCount: Int) {
+            nodes.reserveCapacity(nodes.count + count)
+            edges.reserveCapacity(edges.count + edgeCount)
         }
 
         /// Adds a node (last in the order) and returns its index. O(1) amortized.
         mutating func addNode(_ name: String, priority: Priority, body: NodeBody, subgraph: TaskGraph?) -> Int {
-            let index = names.count
-            names.append(name)
-            priorities.append(priority)
-            bodies.append(body)
-            subgraphs.append(subgraph)
-            firstOut.append(-1)
-            firstIn.append(-1)
-            outDegree.append(0)
-            inDegree.append(0)
-            order.append(Int32(index))
+            let index = nodes.count
+            nodes.append(NodeEntry(name: name, body: body, subgraph: subgraph, order: Int32(index), priority: priority))
             version &+= 1
             return index
         }
@@ -95,10 +84,10 @@ extension TaskGraph {
         func hasEdge(from: Int, to: Int) -> Bool {
             let target = Int32(to)
             if let set = targetSets[Int32(from)] { return set.contains(target) }
-            var edge = firstOut[from]
+            var edge = nodes[from].firstOut
             while edge >= 0 {
-                if edgeTo[Int(edge)] == target { return true }
-                edge = nextOut[Int(edge)]
+                if edges[Int(edge)].to == target { return true }
+                edge = edges[Int(edge)].nextOut
             }
             return false
         }
@@ -109,23 +98,22 @@ extension TaskGraph {
         ///   that agree with the order nodes were added in); otherwise O(visited + their edges)
         ///   for the nodes between the two positions that the edge reaches.
         mutating func addEdge(from: Int, to: Int) throws(CycleError) {
-            if from == to { throw CycleError(cycle: [names[from], names[from]]) }
+            if from == to { throw CycleError(cycle: [nodes[from].name, nodes[from].name]) }
             if hasEdge(from: from, to: to) { return }
-            if order[from] > order[to] { try reorder(from: from, to: to) }
-            let edge = Int32(edgeTo.count)
-            edgeFrom.append(Int32(from))
-            edgeTo.append(Int32(to))
-            nextOut.append(firstOut[from])
-            nextIn.append(firstIn[to])
-            firstOut[from] = edge
-            firstIn[to] = edge
-            outDegree[from] += 1
-            inDegree[to] += 1
+            if nodes[from].order > nodes[to].order { try reorder(from: from, to: to) }
+            let edge = Int32(edges.count)
+            edges.append(EdgeEntry(from: Int32(from), to: Int32(to), nextOut: nodes[from].firstOut, nextIn: nodes[to].firstIn))
+            nodes[from].firstOut = edge
+            nodes[from].outDegree += 1
+            nodes[to].firstIn = edge
+            nodes[to].inDegree += 1
             let source = Int32(from)
-            if targetSets[source] != nil {
-                targetSets[source]!.insert(Int32(to))
-            } else if outDegree[from] > Builder.setThreshold {
-                targetSets[source] = Set(successors(of: from))
+            if nodes[from].outDegree > Builder.setThreshold {
+                if targetSets[source] != nil {
+                    targetSets[source]!.insert(Int32(to))
+                } else {
+                    targetSets[source] = Set(successors(of: from))
+                }
             }
             version &+= 1
         }
@@ -134,7 +122,7 @@ extension TaskGraph {
         /// (Pearce and Kelly's algorithm; docs/graphs.md, "Building"), or throws the cycle the
         /// edge would close, leaving the order unchanged.
         private mutating func reorder(from x: Int, to y: Int) throws(CycleError) {
-            let lower = order[y], upper = order[x]
+            let lower = nodes[y].order, upper = nodes[x].order
             nextStamp()
             // Forward from y through nodes placed before x: reaching x is a cycle.
             forward.removeAll(keepingCapacity: true)
@@ -142,19 +130,19 @@ extension TaskGraph {
             stamp[y] = currentStamp
             while let node = stack.popLast() {
                 forward.append(node)
-                var edge = firstOut[Int(node)]
+                var edge = nodes[Int(node)].firstOut
                 while edge >= 0 {
-                    let next = Int(edgeTo[Int(edge)])
+                    let next = Int(edges[Int(edge)].to)
                     if next == x {
                         parent[x] = node
                         throw CycleError(cycle: cycle(from: x, to: y))
                     }
-                    if stamp[next] != currentStamp && order[next] < upper {
+                    if stamp[next] != currentStamp && nodes[next].order < upper {
                         stamp[next] = currentStamp
                         parent[next] = node
                         stack.append(Int32(next))
                     }
-                    edge = nextOut[Int(edge)]
+                    edge = edges[Int(edge)].nextOut
                 }
             }
             // Backward from x through nodes placed after y. Disjoint from `forward`: a node in
@@ -164,32 +152,42 @@ extension TaskGraph {
             stamp[x] = currentStamp
             while let node = stack.popLast() {
                 backward.append(node)
-                var edge = firstIn[Int(node)]
+                var edge = nodes[Int(node)].firstIn
                 while edge >= 0 {
-                    let previous = Int(edgeFrom[Int(edge)])
-                    if stamp[previous] != currentStamp && order[previous] > lower {
+                    let previous = Int(edges[Int(edge)].from)
+                    if stamp[previous] != currentStamp && nodes[previous].order > lower {
                         stamp[previous] = currentStamp
                         stack.append(Int32(previous))
                     }
-                    edge = nextIn[Int(edge)]
+                    edge = edges[Int(edge)].nextIn
                 }
             }
             // The visited nodes take the same positions: those that reach x first, then those
             // y reaches, each group in its old relative order.
-            let order = self.order
-            forward.sort { order[Int($0)] < order[Int($1)] }
-            backward.sort { order[Int($0)] < order[Int($1)] }
+            // The scratch arrays are moved out while `nodes` is read and written, so that
+            // neither is copied.
+            var forward: [Int32] = [], backward: [Int32] = [], positions: [Int32] = []
+            swap(&forward, &self.forward)
+            swap(&backward, &self.backward)
+            swap(&positions, &self.positions)
+            defer {
+                swap(&forward, &self.forward)
+                swap(&backward, &self.backward)
+                swap(&positions, &self.positions)
+            }
+            forward.sort { nodes[Int($0)].order < nodes[Int($1)].order }
+            backward.sort { nodes[Int($0)].order < nodes[Int($1)].order }
             positions.removeAll(keepingCapacity: true)
-            for node in backward { positions.append(order[Int(node)]) }
-            for node in forward { positions.append(order[Int(node)]) }
+            for node in backward { positions.append(nodes[Int(node)].order) }
+            for node in forward { positions.append(nodes[Int(node)].order) }
             positions.sort()
             var slot = 0
             for node in backward {
-                self.order[Int(node)] = positions[slot]
+                nodes[Int(node)].order = positions[slot]
                 slot += 1
             }
             for node in forward {
-                self.order[Int(node)] = positions[slot]
+                nodes[Int(node)].order = positions[slot]
                 slot += 1
             }
         }
@@ -217,30 +215,24 @@ extension TaskGraph {
             }
             path.append(y)
             path.append(x)
-            return path.reversed().map { names[$0] }
+            return path.reversed().map { nodes[$0].name }
         }
 
         /// The successors of `node`, in the order their edges were added.
         func successors(of node: Int) -> [Int32] {
-            var list = [Int32](repeating: 0, count: Int(outDegree[node]))
-            var slot = list.count
-            var edge = firstOut[node]
-            while edge >= 0 {
-                slot -= 1
-                list[slot] = edgeTo[Int(edge)]
-                edge = nextOut[Int(edge)]
-            }
+            var list = [Int32](repeating: 0, count: Int(nodes[node].outDegree))
+            list.withUnsafeMutableBufferPointer { writeSuccessors(of: node, to: $0.baseAddress!) }
             return list
         }
 
         /// Writes the successors of `node`, in the order their edges were added, to `out`.
         func writeSuccessors(of node: Int, to out: UnsafeMutablePointer<Int32>) {
-            var slot = Int(outDegree[node])
-            var edge = firstOut[node]
+            var slot = Int(nodes[node].outDegree)
+            var edge = nodes[node].firstOut
             while edge >= 0 {
                 slot -= 1
-                out[slot] = edgeTo[Int(edge)]
-                edge = nextOut[Int(edge)]
+                out[slot] = edges[Int(edge)].to
+                edge = edges[Int(edge)].nextOut
             }
         }
     }

@@ -148,7 +148,7 @@ final class GraphPlan: @unchecked Sendable {
 
     init(_ builder: TaskGraph.Builder, runState: GraphRunState) {
         version = builder.version
-        nodeCount = builder.names.count
+        nodeCount = builder.nodeCount
         names = builder.names
         self.runState = runState
         failed = runState.failed
@@ -165,14 +165,15 @@ final class GraphPlan: @unchecked Sendable {
         var sinks = 0
         for node in 0..<nodeCount {
             let line = RawBlock(lines + node * Self.lineSize, byteCount: Self.lineSize)
-            let predecessors = builder.inDegree[node]
-            let count = Int(builder.outDegree[node])
+            let entry = builder.nodes[node]
+            let predecessors = entry.inDegree
+            let count = Int(entry.outDegree)
             line.initialize(Self.pending, to: Atomic(Int(predecessors)))
             line.initialize(Self.successorStart, to: Int32(start))
             line.initialize(Self.successorCount, to: Int32(count))
             line.initialize(Self.predecessors, to: predecessors)
-            line.initialize(Self.priority, to: builder.priorities[node])
-            switch builder.bodies[node] {
+            line.initialize(Self.priority, to: entry.priority)
+            switch entry.body {
             case .plain(let body):
                 line.initialize(Self.takesArgument, to: false)
                 line.initialize(Self.body, to: NodeCall(call: body))
@@ -190,10 +191,10 @@ final class GraphPlan: @unchecked Sendable {
             if count == 0 { sinks += 1 }
         }
         // Highest priority first among the roots, so the launch job runs the most urgent one.
-        roots.sort { builder.priorities[Int($0)].index < builder.priorities[Int($1)].index }
+        roots.sort { builder.nodes[Int($0)].priority.index < builder.nodes[Int($1)].priority.index }
         self.roots = roots
         sinkCount = sinks
-        launchPriority = builder.priorities[Int(roots[0])]
+        launchPriority = builder.nodes[Int(roots[0])].priority
     }
 
     /// The line of `node`.

@@ -33,7 +33,8 @@ public final class TaskGraph: @unchecked Sendable {
     public let name: String
 
     let lock = Lock()
-    var builder = Builder()
+    // Unchecked exclusivity: only touched under `lock`.
+    @exclusivity(unchecked) var builder = Builder()
     /// The compiled form of the graph, rebuilt by the first run after a change.
     var plan: GraphPlan?
     let runState = GraphRunState()
@@ -138,7 +139,7 @@ public final class TaskGraph: @unchecked Sendable {
         requireIdle("add an edge to")
         for source in sources {
             require(source.graph === self,
-                    "TaskGraph edge node #\(source.index) of graph \"\(source.graph.name)\" → \"\(builder.names[target])\": the nodes belong to different graphs; edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
+                    "TaskGraph edge node #\(source.index) of graph \"\(source.graph.name)\" → \"\(builder.nodes[target].name)\": the nodes belong to different graphs; edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
             try builder.addEdge(from: source.index, to: target)
         }
     }
@@ -151,19 +152,19 @@ public final class TaskGraph: @unchecked Sendable {
         requireIdle("add an edge to")
         for target in targets {
             require(target.graph === self,
-                    "TaskGraph edge \"\(builder.names[from])\" → node #\(target.index) of graph \"\(target.graph.name)\": the nodes belong to different graphs (\"\(name)\" and \"\(target.graph.name)\"); edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
+                    "TaskGraph edge \"\(builder.nodes[from].name)\" → node #\(target.index) of graph \"\(target.graph.name)\": the nodes belong to different graphs (\"\(name)\" and \"\(target.graph.name)\"); edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
             try builder.addEdge(from: from, to: target.index)
         }
     }
 
-    private func requireIdle(_ what: String) {
+    private func requireIdle(_ what: @autoclosure () -> String) {
         require(!runState.isRunning,
-                "TaskGraph \"\(name)\": cannot \(what) the graph while it is running; wait for the run to finish first")
+                "TaskGraph \"\(name)\": cannot \(what()) the graph while it is running; wait for the run to finish first")
     }
 
     /// Whether `graph` is among this graph's subgraphs, at any depth.
     func contains(_ graph: TaskGraph) -> Bool {
-        let direct = lock.withLock { builder.subgraphs.compactMap { $0 } }
+        let direct = lock.withLock { builder.nodes.compactMap(\.subgraph) }
         return direct.contains { $0 === graph || $0.contains(graph) }
     }
 
@@ -214,7 +215,7 @@ public final class TaskGraph: @unchecked Sendable {
     /// returns it.
     public var counter: JobCounter { runState.counter }
 
-    func name(of index: Int) -> String { lock.withLock { builder.names[index] } }
+    func name(of index: Int) -> String { lock.withLock { builder.nodes[index].name } }
 
     func requireOwn(_ node: Node, _ what: String) {
         require(node.graph === self,
@@ -229,7 +230,7 @@ public final class TaskGraph: @unchecked Sendable {
         lock.withLock {
             require(runState.claim(),
                     "TaskGraph \"\(name)\" run while a previous run is still in progress: wait for the graph's counter first, or build a second graph to run concurrently")
-            if builder.names.isEmpty {
+            if builder.nodes.isEmpty {
                 runState.finishEmpty()
                 return nil
             }
@@ -251,20 +252,20 @@ public final class TaskGraph: @unchecked Sendable {
     public func dot() -> String {
         lock.withLock {
             var text = "digraph \(Self.quoted(name)) {\n"
-            for index in builder.names.indices {
-                var attributes = ["label=\(Self.quoted(builder.names[index]))"]
-                if let subgraph = builder.subgraphs[index] {
+            for index in builder.nodes.indices {
+                var attributes = ["label=\(Self.quoted(builder.nodes[index].name))"]
+                if let subgraph = builder.nodes[index].subgraph {
                     attributes.append("shape=folder")
                     attributes.append("tooltip=\(Self.quoted("subgraph \(subgraph.name)"))")
                 }
-                switch builder.priorities[index] {
+                switch builder.nodes[index].priority {
                 case .high: attributes.append("style=bold")
                 case .low: attributes.append("style=dashed")
                 case .normal: break
                 }
                 text += "  n\(index) [\(attributes.joined(separator: ", "))];\n"
             }
-            for from in builder.names.indices {
+            for from in builder.nodes.indices {
                 for to in builder.successors(of: from) { text += "  n\(from) -> n\(to);\n" }
             }
             return text + "}\n"
