@@ -47,7 +47,7 @@ struct FiberState {
 /// A place in the source: where a job called `JobContext.wait(for:)`, or (debug builds) where it
 /// was submitted. For stall reports.
 @usableFromInline
-struct SourceSite {
+struct SourceSite: Sendable {
     var file: StaticString
     var line: UInt
 
