@@ -38,7 +38,8 @@ enum GraphBuildSuite {
         let range = graph.nodes("n", count: count) { _, _ in }
         for index in range.dropFirst(width) {
             let x = index % width, previous = index - width - x
-            try graph.node(at: index).succeeds(contentsOf: (Swift.max(0, x - 1)...Swift.min(width - 1, x + 1)).map { graph.node(at: previous + $0) })
+            let neighbours = (Swift.max(0, x - 1)...Swift.min(width - 1, x + 1)).lazy.map { graph.node(at: previous + $0) }
+            try graph.node(at: index).succeeds(contentsOf: neighbours)
         }
         return graph
     }
