@@ -121,8 +121,10 @@ struct GraphBuildingTests {
             let first = graph.nodes("part", count: 500, body)
             let single = graph.node("single", argument: 500) { index, _ in slots[index] += 1 }
             let rest = graph.nodes("part", count: 499) { index, _ in slots[500 + 1 + index] += 1 }
-            try! single.succeeds(contentsOf: first.map { graph.node(at: $0) })
-            try! single.precedes(contentsOf: rest.map { graph.node(at: $0) })
+            // Lazy sequences that call back into the graph (`node(at:)`) while the edges are
+            // added: read before the graph's lock is taken, so this does not deadlock.
+            try! single.succeeds(contentsOf: first.lazy.map { graph.node(at: $0) })
+            try! single.precedes(contentsOf: rest.lazy.map { graph.node(at: $0) })
             #expect(graph.edgeCount == 999)
             for round in 1...3 {
                 try! jobs.runAndWait(graph)

@@ -134,6 +134,9 @@ public final class TaskGraph: @unchecked Sendable {
 
     /// Adds the edges `each of sources → to` under one lock (`Node.succeeds`).
     func addEdges(from sources: some Sequence<Node>, to target: Int) throws(CycleError) {
+        // The sequence is read before the lock is taken: reading it may run the caller's code
+        // (a lazy map calling `node(at:)`), which must not run under the graph's lock.
+        let sources = Array(sources)
         lock.lock()
         defer { lock.unlock() }
         requireIdle("add an edge to")
@@ -147,6 +150,8 @@ public final class TaskGraph: @unchecked Sendable {
     /// Adds the edges `from → each of targets`, refusing one that closes a cycle (the edges
     /// before it stay). Called by `Node.precedes`; one lock for all of them.
     func addEdges(from: Int, to targets: some Sequence<Node>) throws(CycleError) {
+        // Read before the lock, as in `addEdges(from:to:)` above.
+        let targets = Array(targets)
         lock.lock()
         defer { lock.unlock() }
         requireIdle("add an edge to")
