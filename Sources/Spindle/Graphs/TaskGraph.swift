@@ -134,32 +134,54 @@ public final class TaskGraph: @unchecked Sendable {
 
     /// Adds the edges `each of sources → to` under one lock (`Node.succeeds`).
     func addEdges(from sources: some Sequence<Node>, to target: Int) throws(CycleError) {
-        // The sequence is read before the lock is taken: reading it may run the caller's code
-        // (a lazy map calling `node(at:)`), which must not run under the graph's lock.
-        let sources = Array(sources)
+        if let failure = withNodes(sources, { addEdgesLocked(from: $0, to: target) }) { throw failure }
+    }
+
+    /// Adds the edges `from → each of targets`, refusing one that closes a cycle (the edges
+    /// before it stay). Called by `Node.precedes`; one lock for all of them.
+    func addEdges(from: Int, to targets: some Sequence<Node>) throws(CycleError) {
+        if let failure = withNodes(targets, { addEdgesLocked(from: from, to: $0) }) { throw failure }
+    }
+
+    /// Calls `body` with the nodes of `sequence` in contiguous memory: its own storage if it has
+    /// some (arrays, slices, variadic arguments: reading them runs no code of the caller's), else
+    /// a copy made first. A lazy sequence may call back into the graph (`node(at:)`), which must
+    /// not happen under the graph's lock.
+    private func withNodes(_ sequence: some Sequence<Node>, _ body: (UnsafeBufferPointer<Node>) -> CycleError?) -> CycleError? {
+        if let result = sequence.withContiguousStorageIfAvailable(body) { return result }
+        return Array(sequence).withUnsafeBufferPointer(body)
+    }
+
+    private func addEdgesLocked(from sources: UnsafeBufferPointer<Node>, to target: Int) -> CycleError? {
         lock.lock()
         defer { lock.unlock() }
         requireIdle("add an edge to")
         for source in sources {
             require(source.graph === self,
                     "TaskGraph edge node #\(source.index) of graph \"\(source.graph.name)\" → \"\(builder.nodes[target].name)\": the nodes belong to different graphs; edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
-            try builder.addEdge(from: source.index, to: target)
+            do throws(CycleError) {
+                try builder.addEdge(from: source.index, to: target)
+            } catch {
+                return error
+            }
         }
+        return nil
     }
 
-    /// Adds the edges `from → each of targets`, refusing one that closes a cycle (the edges
-    /// before it stay). Called by `Node.precedes`; one lock for all of them.
-    func addEdges(from: Int, to targets: some Sequence<Node>) throws(CycleError) {
-        // Read before the lock, as in `addEdges(from:to:)` above.
-        let targets = Array(targets)
+    private func addEdgesLocked(from: Int, to targets: UnsafeBufferPointer<Node>) -> CycleError? {
         lock.lock()
         defer { lock.unlock() }
         requireIdle("add an edge to")
         for target in targets {
             require(target.graph === self,
                     "TaskGraph edge \"\(builder.nodes[from].name)\" → node #\(target.index) of graph \"\(target.graph.name)\": the nodes belong to different graphs (\"\(name)\" and \"\(target.graph.name)\"); edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
-            try builder.addEdge(from: from, to: target.index)
+            do throws(CycleError) {
+                try builder.addEdge(from: from, to: target.index)
+            } catch {
+                return error
+            }
         }
+        return nil
     }
 
     private func requireIdle(_ what: @autoclosure () -> String) {
