@@ -13,6 +13,7 @@ enum Suites {
         LoopSuite.register(&registry)
         GraphSuite.register(&registry)
         GraphBuildSuite.register(&registry)
+        W9Suite.register(&registry)
         PipelineSuite.register(&registry)
         AsyncSuite.register(&registry)
         TraceSuite.register(&registry)

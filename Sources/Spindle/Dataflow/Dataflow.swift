@@ -78,8 +78,12 @@ public final class Dataflow<Key: Hashable & Sendable>: @unchecked Sendable {
     /// thread the thread blocks.
     ///
     /// - Precondition: as for `JobSystem.run`; not from a job of another system.
-    /// - Complexity: O(reads + writes + the readers of each written key) hash-table work;
-    ///   allocates the task's counter, its job's closure and its deferred start.
+    /// - Complexity: one hash-table lookup per key, plus O(reads × writes) comparisons and the
+    ///   readers of each written key; allocates the task's counter, its job's closure and its
+    ///   deferred start.
+    // Specialized for integer keys (array indices, cell numbers), the common case: generic code
+    // would look up the metadata of the key table's types on every call.
+    @_specialize(exported: true, where Key == Int)
     @discardableResult
     public func task(
         reads: [Key] = [], writes: [Key] = [], priority: Priority = .normal,
@@ -93,22 +97,17 @@ public final class Dataflow<Key: Hashable & Sendable>: @unchecked Sendable {
                 guard let counter, !counter.isComplete, !inputs.contains(where: { $0 === counter }) else { return }
                 inputs.append(counter)
             }
-            let written = Set(writes)
-            for key in reads where !written.contains(key) {
-                add(keys[key]?.writer)
+            // One hash lookup per key: a read takes the last writer as an input and joins the
+            // readers (dropping finished ones once they pile up); a write takes the last writer
+            // and the readers since, and becomes the last writer.
+            for key in reads where !writes.contains(key) {
+                Dataflow.read(&keys[key, default: Accesses()], by: done, add)
             }
-            for key in written {
-                if let accesses = keys[key] {
-                    add(accesses.writer)
-                    for reader in accesses.readers { add(reader) }
+            for key in writes {
+                if let previous = keys.updateValue(Accesses(writer: done), forKey: key) {
+                    add(previous.writer)
+                    for reader in previous.readers { add(reader) }
                 }
-            }
-            for key in reads where !written.contains(key) {
-                keys[key, default: Accesses()].readers.removeAll { $0.isComplete }
-                keys[key, default: Accesses()].readers.append(done)
-            }
-            for key in written {
-                keys[key] = Accesses(writer: done)
             }
             recent.append(done)
             return inputs
@@ -119,6 +118,13 @@ public final class Dataflow<Key: Hashable & Sendable>: @unchecked Sendable {
             flow.runTask(body, context)
         }
         return done
+    }
+
+    @_specialize(where Key == Int)
+    private static func read(_ accesses: inout Accesses, by task: JobCounter, _ add: (JobCounter?) -> Void) {
+        add(accesses.writer)
+        if accesses.readers.count >= 16 { accesses.readers.removeAll { $0.isComplete } }
+        accesses.readers.append(task)
     }
 
     private func runTask(_ body: @Sendable (JobContext) throws -> Void, _ context: JobContext) {
