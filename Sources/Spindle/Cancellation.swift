@@ -21,7 +21,8 @@ import Synchronization
 /// stop.cancel()                                   // from any thread
 /// ```
 ///
-/// Thread-safety: all members are thread-safe and lock-free. A token may be shared by any
+/// Thread-safety: all members are thread-safe; `isCancelled` is one atomic load, `cancel()` takes the
+/// token's lock briefly, then stops the pipeline runs started with it. A token may be shared by any
 /// number of jobs, loops and runs, of several systems; it cannot be reset.
 public final class CancellationToken: @unchecked Sendable {
     // SAFETY: `flag` is atomic; `handlers` and `nextHandler` are touched only under `lock`.
