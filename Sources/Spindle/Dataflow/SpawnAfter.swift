@@ -57,7 +57,7 @@ extension Scheduler {
                         api: StaticString, site: SubmissionSite, _ body: @escaping @Sendable (JobContext) -> Void) {
         counter.increment()
         DeferredStart.arm(after: inputs) { [self] in
-            submitRun(priority: priority, affinity: affinity, counter: counter, api: api, site: site, body)
+            submitRun(priority: priority, affinity: affinity, counter: counter, api: api, site: site, sharedAtOnce: true, body)
         }
     }
 }

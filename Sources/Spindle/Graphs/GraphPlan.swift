@@ -382,6 +382,8 @@ enum GraphExecution {
     private static func push(_ node: Int, of plan: GraphPlan, on worker: UnsafeMutablePointer<WorkerState>) {
         let priority = plan.priority(of: node)
         let unmanaged = Unmanaged.passUnretained(plan)
+        // This worker runs another node next: the pushed one is for sharing at once.
+        worker.markNextPushShared(priority)
         worker.submit(priority: priority, size: MemoryLayout<GraphRecord>.stride) { memory in
             memory.bindMemory(to: GraphRecord.self, capacity: 1).initialize(to: GraphRecord(
                 header: JobHeader(for: GraphRecord.self, counter: nil, priority: priority, pinned: false),

@@ -121,9 +121,12 @@ extension Scheduler {
     /// per job, measured in W6; docs/scheduler.md, "Job records").
     @inline(__always)
     func submitRun(priority: Priority, affinity: JobAffinity, counter: JobCounter?, api: StaticString, site: SubmissionSite,
-                   _ body: consuming @escaping @Sendable (JobContext) -> Void) {
+                   sharedAtOnce: Bool = false, _ body: consuming @escaping @Sendable (JobContext) -> Void) {
         switch route() {
         case .worker(let worker):
+            // A job released by another one's completion (a dataflow task): not the next one
+            // this worker runs, so thieves may take it at once (docs/scheduler.md, "Stealing").
+            if sharedAtOnce { worker.markNextPushShared(priority) }
             let record = worker.allocateRecord(size: MemoryLayout<RunRecord>.stride)
             Execution.initializeRun(record, body: consume body, counter: counter, priority: priority, affinity: affinity, site: site)
             worker.post(Token.record(record), priority: priority)

@@ -102,7 +102,8 @@ extension Scheduler {
         let available = workers[victim].approximateCount(priority)
         guard available > 0 else { return .empty }
         if available == 1 && !worker.patienceExpired(victim: victim, priority: priority,
-                                                     deque: workers[victim].storage(priority), now: &now) {
+                                                     deque: workers[victim].storage(priority),
+                                                     sharedIndex: workers[victim].pointee.shared.sharedIndex(priority), now: &now) {
             deferred = true
             return .empty
         }
@@ -193,10 +194,13 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
     /// about to pop it (a job that spawns its successor and returns): the job then moves to
     /// another core and its data with it. A thief therefore takes a lone job only once it has
     /// seen the same job (same `top` index) for `stealPatienceNanoseconds`; two or more jobs are
-    /// stolen at once. docs/scheduler.md, "Stealing". `now` is the time if the caller's search
+    /// stolen at once, and so is a job its owner marked for sharing (`sharedIndex`). docs/scheduler.md, "Stealing". `now` is the time if the caller's search
     /// has read it already (0 otherwise); it is read here and kept for the rest of the search.
-    func patienceExpired(victim: Int, priority: Priority, deque: UnsafeMutableRawPointer, now: inout UInt64) -> Bool {
+    func patienceExpired(victim: Int, priority: Priority, deque: UnsafeMutableRawPointer,
+                         sharedIndex: UnsafeMutablePointer<Atomic<Int>>, now: inout UInt64) -> Bool {
         let top = WorkStealingDeque<UInt>.top(deque).pointee.load(ordering: .relaxed)
+        // A job its owner pushed for sharing (a released successor) is taken at once.
+        if sharedIndex.pointee.load(ordering: .relaxed) == top { return true }
         if now == 0 { now = MonotonicTime.now() }
         if local.pointee.patienceVictim == victim && local.pointee.patiencePriority == priority && local.pointee.patienceTop == top {
             return now &- local.pointee.patienceSince >= WorkerState.stealPatienceNanoseconds

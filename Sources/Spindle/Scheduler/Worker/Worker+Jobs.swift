@@ -158,6 +158,16 @@ extension UnsafeMutablePointer where Pointee == WorkerState {
         WorkStealingDeque<UInt>.pop(storage: storage(priority))
     }
 
+    /// Marks the job this worker pushes next on its deque of `priority` as one to share at once
+    /// (a released successor): a thief takes it even when it is the deque's only job, without
+    /// the lone-job patience (docs/scheduler.md, "Stealing"). Owner only, right before the push
+    /// (so a thief woken by the push already sees the mark).
+    @inline(__always)
+    func markNextPushShared(_ priority: Priority) {
+        let bottom = WorkStealingDeque<UInt>.bottom(storage(priority)).pointee.load(ordering: .relaxed)
+        pointee.shared.sharedIndex(priority).pointee.store(bottom, ordering: .relaxed)
+    }
+
     /// Steals from the deque of `priority`. Any thread.
     @inline(__always)
     func steal(_ priority: Priority) -> WorkStealingDeque<UInt>.Steal {

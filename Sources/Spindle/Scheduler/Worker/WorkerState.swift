@@ -88,7 +88,11 @@ struct WorkerSharedWords {
     private static var pinnedInboxSlot: RawSlot<Atomic<UInt>> { RawSlot(line: 3) }
     /// When `inbox` last went from empty to not empty (monotonic nanoseconds).
     private static var inboxSinceSlot: RawSlot<Atomic<UInt64>> { RawSlot(line: 3, word: 1) }
-    private static let byteCount = 4 * RawBlock.lineSize
+    /// Per priority: the deque index of the last job pushed for sharing at once (a released
+    /// successor; docs/scheduler.md, "Stealing"), -1 for none. Written by the owner, read by
+    /// thieves.
+    private static func sharedIndexSlot(_ priority: Priority) -> RawSlot<Atomic<Int>> { RawSlot(line: 4, word: priority.index) }
+    private static let byteCount = 5 * RawBlock.lineSize
 
     init() {
         block = .allocate(byteCount: Self.byteCount)
@@ -97,6 +101,7 @@ struct WorkerSharedWords {
         block.initialize(Self.sleepWordSlot, to: Atomic(0))
         block.initialize(Self.pinnedInboxSlot, to: Atomic(0))
         block.initialize(Self.inboxSinceSlot, to: Atomic(0))
+        for priority in Priority.allCases { block.initialize(Self.sharedIndexSlot(priority), to: Atomic(-1)) }
     }
 
     func deallocate() { block.deallocate() }
@@ -111,6 +116,7 @@ struct WorkerSharedWords {
     var sleepWord: UnsafeMutablePointer<Atomic<UInt32>> { block[Self.sleepWordSlot] }
     var pinnedInbox: UnsafeMutablePointer<Atomic<UInt>> { block[Self.pinnedInboxSlot] }
     var inboxSince: UnsafeMutablePointer<Atomic<UInt64>> { block[Self.inboxSinceSlot] }
+    func sharedIndex(_ priority: Priority) -> UnsafeMutablePointer<Atomic<Int>> { block[Self.sharedIndexSlot(priority)] }
 }
 
 /// One worker: its deques, its allocators, its fibers, and the words other threads touch.
