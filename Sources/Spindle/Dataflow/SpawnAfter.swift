@@ -15,7 +15,7 @@ extension JobSystem {
     /// - Precondition: as for `run(priority:affinity:file:line:_:)`; an input completed after
     ///   `shutdown()` by a thread outside the system traps as a late submission would.
     /// - Complexity: O(inputs); never blocks or switches fibers. Allocates the handle, the job's
-    ///   closure context and the deferred start (an object and its array of input nodes).
+    ///   closure context and the deferred start (one object holding its input nodes).
     @inlinable
     public func spawn<Value: Sendable, Failure: Error>(
         after inputs: JobCounter..., priority: Priority = .normal, affinity: JobAffinity = .migratable,
@@ -56,9 +56,8 @@ extension Scheduler {
     func submitDeferred(after inputs: [JobCounter], counter: JobCounter, priority: Priority, affinity: JobAffinity,
                         api: StaticString, site: SubmissionSite, _ body: @escaping @Sendable (JobContext) -> Void) {
         counter.increment()
-        DeferredStart.arm(after: inputs) { [self] in
-            submitRun(priority: priority, affinity: affinity, counter: counter, api: api, site: site, sharedAtOnce: true, body)
-        }
+        DeferredStart.arm(after: inputs, scheduler: self, counter: counter, priority: priority, affinity: affinity,
+                          api: api, site: site, body)
     }
 }
 
