@@ -272,6 +272,8 @@ enum Execution {
             UniqueRecord.block(record)[UniqueRecord.body].withMemoryRebound(to: RunBody.self, capacity: 1) {
                 _ = $0.deinitialize(count: 1)
             }
+            releaseRunnerContext(UnsafeMutableRawPointer(UniqueRecord.block(record)[UniqueRecord.runner])
+                .load(fromByteOffset: MemoryLayout<Int>.stride, as: UnsafeMutableRawPointer?.self))
         case .join, .graphNode, .asyncTask:
             break
         }

@@ -158,6 +158,13 @@ struct AsyncLatchWaiter {
 }
 
 extension Execution {
+    /// Releases the context word of a `spawnUnique` record's runner (nil in optimized builds).
+    @inline(__always)
+    static func releaseRunnerContext(_ context: UnsafeMutableRawPointer?) {
+        // SAFETY: a closure's context word is null or an owned reference to a native object.
+        if let context { spindle_closure_context_release(context, 1) }
+    }
+
     /// Fills the non-generic slots of a `spawnUnique` record (the body is already in place) and
     /// its header.
     static func initializeUnique(
@@ -189,10 +196,15 @@ extension Execution {
         let origin: Origin = ()
         #endif
         let saved = enter(state, counter: nil, header: header, origin: origin)
-        // SAFETY: the runner captures nothing (it is formed in `spawnUnique` from types only), so
-        // its words stay valid however long the call; the trampoline reads them before the call.
+        // The runner is formed in `spawnUnique` from types only: in optimized code a plain
+        // function with no context; unoptimized, a context holding the type metadata, which
+        // this job owns and releases after the call. The record itself may be gone by then
+        // (the runner completes the latch), so the context is read first; the trampoline reads
+        // the function before the call.
         let runner = UniqueRecord.block(memory)[UniqueRecord.runner]
+        let context = UnsafeMutableRawPointer(runner).load(fromByteOffset: MemoryLayout<Int>.stride, as: UnsafeMutableRawPointer?.self)
         spindle_closure_invoke_with_integer(runner, Int(bitPattern: memory), rawState)
+        releaseRunnerContext(context)
         leave(state, saved)
         state.pointee.worker.count(.jobsRun)
     }
