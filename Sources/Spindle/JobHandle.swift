@@ -50,11 +50,7 @@ public final class JobHandle<Value: Sendable, Failure: Error>: JobCounter, @unch
     /// up the metadata of `Result<Value, Failure>` on every job.
     @inlinable
     func finish(_ body: (JobContext) throws(Failure) -> Value, _ context: JobContext) {
-        do throws(Failure) {
-            outcome = .success(try body(context))
-        } catch {
-            outcome = .failure(error)
-        }
+        outcome = JobOutcome.of(body, context)
     }
 
     /// The outcome after a wait returned.
@@ -67,6 +63,20 @@ public final class JobHandle<Value: Sendable, Failure: Error>: JobCounter, @unch
     @usableFromInline
     static func reachedZeroWithoutOutcome(_ api: StaticString) -> Never {
         misuse("\(api): the handle reached zero before its job stored a value: it was decremented by hand (JobCounter.decrement) while its job was pending; a handle counts its own job")
+    }
+}
+
+/// What a job that returns a value produced: its value or its error. Shared by both kinds of
+/// handle (`JobHandle`, `UniqueJobHandle`); inlinable, so specialized where they are.
+@usableFromInline
+enum JobOutcome {
+    @inlinable
+    static func of<Value, Failure: Error>(_ body: (JobContext) throws(Failure) -> Value, _ context: JobContext) -> Result<Value, Failure> {
+        do throws(Failure) {
+            return .success(try body(context))
+        } catch {
+            return .failure(error)
+        }
     }
 }
 

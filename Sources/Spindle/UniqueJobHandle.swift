@@ -72,12 +72,7 @@ enum UniqueJobs {
         let record = UnsafeMutableRawPointer(bitPattern: address).unsafelyUnwrapped
         let body = UniqueRecord.block(record)[UniqueRecord.body]
             .withMemoryRebound(to: UniqueBody<Value, Failure>.self, capacity: 1) { $0.move() }
-        let outcome: Result<Value, Failure>
-        do throws(Failure) {
-            outcome = .success(try body.call(context))
-        } catch {
-            outcome = .failure(error)
-        }
+        let outcome = JobOutcome.of(body.call, context)
         let slot: UnsafeMutablePointer<Result<Value, Failure>>
         if UniqueRecord.isInline(Result<Value, Failure>.self) {
             slot = UniqueRecord.outcome(record, Result<Value, Failure>.self)
@@ -116,6 +111,23 @@ enum UniqueJobs {
     }
 }
 
+extension Scheduler {
+    /// `spawnUnique` of `JobSystem` and `JobContext`: the record sized for the outcome, its
+    /// runner (formed here, from types only, so that it is specialized where `spawnUnique` is
+    /// called) and its body.
+    @inlinable
+    func spawnUnique<Value: Sendable, Failure: Error>(
+        priority: Priority, affinity: JobAffinity, api: StaticString, site: SubmissionSite,
+        _ body: __owned @escaping @Sendable (JobContext) throws(Failure) -> Value
+    ) -> UniqueJobHandle<Value, Failure> {
+        UniqueJobHandle(record: submitUnique(
+            priority: priority, affinity: affinity, size: UniqueJobs.recordSize(Value.self, Failure.self),
+            api: api, site: site,
+            runner: { address, context in UniqueJobs.run(address, context, Value.self, Failure.self) },
+            initialize: { UniqueJobs.initializeBody($0, body) }))
+    }
+}
+
 /// The body of a `spawnUnique` record: one closure, two words.
 @usableFromInline
 struct UniqueBody<Value: Sendable, Failure: Error> {
@@ -147,11 +159,8 @@ extension JobSystem {
         file: StaticString = #fileID, line: UInt = #line,
         _ body: __owned @escaping @Sendable (JobContext) throws(Failure) -> Value
     ) -> UniqueJobHandle<Value, Failure> {
-        UniqueJobHandle(record: scheduler.submitUnique(
-            priority: priority, affinity: affinity, size: UniqueJobs.recordSize(Value.self, Failure.self),
-            api: "JobSystem.spawnUnique", site: submissionSite(file, line),
-            runner: { address, context in UniqueJobs.run(address, context, Value.self, Failure.self) },
-            initialize: { UniqueJobs.initializeBody($0, body) }))
+        scheduler.spawnUnique(priority: priority, affinity: affinity, api: "JobSystem.spawnUnique",
+                              site: submissionSite(file, line), body)
     }
 
     /// Returns the value of `handle`'s job once it is done, or throws the error it threw,
@@ -194,11 +203,8 @@ extension JobContext {
         file: StaticString = #fileID, line: UInt = #line,
         _ body: __owned @escaping @Sendable (JobContext) throws(Failure) -> Value
     ) -> UniqueJobHandle<Value, Failure> {
-        UniqueJobHandle(record: scheduler.submitUnique(
-            priority: priority, affinity: affinity, size: UniqueJobs.recordSize(Value.self, Failure.self),
-            api: "JobContext.spawnUnique", site: submissionSite(file, line),
-            runner: { address, context in UniqueJobs.run(address, context, Value.self, Failure.self) },
-            initialize: { UniqueJobs.initializeBody($0, body) }))
+        scheduler.spawnUnique(priority: priority, affinity: affinity, api: "JobContext.spawnUnique",
+                              site: submissionSite(file, line), body)
     }
 
     /// Returns the value of `handle`'s job once it is done, or throws the error it threw,

@@ -71,8 +71,7 @@ extension JobContext {
         file: StaticString = #fileID, line: UInt = #line,
         _ body: @escaping @Sendable (JobContext) throws(Failure) -> Value
     ) -> JobHandle<Value, Failure> {
-        scheduler.spawnAfter(inputs, priority: priority, affinity: affinity, api: "JobContext.spawn(after:)",
-                             site: submissionSite(file, line), body)
+        spawn(afterAll: inputs, priority: priority, affinity: affinity, file: file, line: line, body)
     }
 
     /// `spawn(after:…)` with the inputs in a collection.

@@ -134,13 +134,13 @@ public final class TaskGraph: @unchecked Sendable {
 
     /// Adds the edges `each of sources → to` under one lock (`Node.succeeds`).
     func addEdges(from sources: some Sequence<Node>, to target: Int) throws(CycleError) {
-        if let failure = withNodes(sources, { addEdgesLocked(from: $0, to: target) }) { throw failure }
+        if let failure = withNodes(sources, { addEdgesLocked($0) { (from: $0.index, to: target) } }) { throw failure }
     }
 
     /// Adds the edges `from → each of targets`, refusing one that closes a cycle (the edges
     /// before it stay). Called by `Node.precedes`; one lock for all of them.
     func addEdges(from: Int, to targets: some Sequence<Node>) throws(CycleError) {
-        if let failure = withNodes(targets, { addEdgesLocked(from: from, to: $0) }) { throw failure }
+        if let failure = withNodes(targets, { addEdgesLocked($0) { (from: from, to: $0.index) } }) { throw failure }
     }
 
     /// Calls `body` with the nodes of `sequence` in contiguous memory: its own storage if it has
@@ -152,31 +152,17 @@ public final class TaskGraph: @unchecked Sendable {
         return Array(sequence).withUnsafeBufferPointer(body)
     }
 
-    private func addEdgesLocked(from sources: UnsafeBufferPointer<Node>, to target: Int) -> CycleError? {
+    /// Adds the edge `edge(node)` for each of `nodes` under the lock; returns the first cycle.
+    private func addEdgesLocked(_ nodes: UnsafeBufferPointer<Node>, _ edge: (Node) -> (from: Int, to: Int)) -> CycleError? {
         lock.lock()
         defer { lock.unlock() }
         requireIdle("add an edge to")
-        for source in sources {
-            require(source.graph === self,
-                    "TaskGraph edge node #\(source.index) of graph \"\(source.graph.name)\" → \"\(builder.nodes[target].name)\": the nodes belong to different graphs; edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
+        for node in nodes {
+            let (from, to) = edge(node)
+            require(node.graph === self,
+                    "TaskGraph edge between \"\(name)\" and node #\(node.index) of graph \"\(node.graph.name)\": the nodes belong to different graphs; edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
             do throws(CycleError) {
-                try builder.addEdge(from: source.index, to: target)
-            } catch {
-                return error
-            }
-        }
-        return nil
-    }
-
-    private func addEdgesLocked(from: Int, to targets: UnsafeBufferPointer<Node>) -> CycleError? {
-        lock.lock()
-        defer { lock.unlock() }
-        requireIdle("add an edge to")
-        for target in targets {
-            require(target.graph === self,
-                    "TaskGraph edge \"\(builder.nodes[from].name)\" → node #\(target.index) of graph \"\(target.graph.name)\": the nodes belong to different graphs (\"\(name)\" and \"\(target.graph.name)\"); edges must stay within one graph (use subgraph(_:_:) to nest graphs)")
-            do throws(CycleError) {
-                try builder.addEdge(from: from, to: target.index)
+                try builder.addEdge(from: from, to: to)
             } catch {
                 return error
             }
